@@ -1,0 +1,181 @@
+//! The application: shared state, the router and the middleware stack.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::cache::redis::Redis;
+use crate::config::{Config, CorsOrigins};
+use crate::db::Db;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::monitor::{self, Health};
+use crate::openapi;
+
+/// Responses below this many bytes are sent uncompressed: gzip would cost more
+/// CPU than it saves on the wire.
+pub const COMPRESSION_MIN_BYTES: u64 = 1000;
+
+/// Everything a handler can reach. Every field is a cheap handle (an `Arc` inside).
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub redis: Redis,
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+}
+
+/// A running application: its state plus the background tasks it owns.
+pub struct App {
+    pub state: AppState,
+    stop: watch::Sender<bool>,
+    monitor: JoinHandle<()>,
+}
+
+impl App {
+    /// Builds pools and clients, optionally migrates, runs a first health check
+    /// (so replicas are in rotation before the first request) and starts the
+    /// background monitor.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new();
+        let db =
+            Db::new(&config.database, metrics.clone()).context("configuring database pools")?;
+        let redis = Redis::new(&config.redis).context("configuring Redis")?;
+        if config.database.migrate_on_start {
+            crate::db::migrate::run(db.write())
+                .await
+                .context("running migrations at start-up")?;
+        }
+        let health = Arc::new(Health::default());
+        let interval = config.database.health_check_interval;
+        let check_timeout = interval.clamp(Duration::from_millis(200), Duration::from_secs(2));
+        monitor::check_once(&db, &redis, &health, &metrics, check_timeout).await;
+        let (stop, stop_rx) = watch::channel(false);
+        let monitor = tokio::spawn(monitor::run(
+            db.clone(),
+            redis.clone(),
+            health.clone(),
+            metrics.clone(),
+            interval,
+            stop_rx,
+        ));
+        Ok(Self {
+            state: AppState {
+                config: Arc::new(config),
+                db,
+                redis,
+                metrics,
+                health,
+            },
+            stop,
+            monitor,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    /// Stops background tasks and closes the pools.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.monitor.await;
+        self.state.db.close().await;
+    }
+}
+
+/// The routes and their OpenAPI document, before middleware.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .merge(http::operations::router())
+        .nest("/api/v1", http::api_v1())
+}
+
+/// The complete router: routes, OpenAPI JSON, docs page and middleware.
+pub fn router(state: AppState) -> Router {
+    let (routes, openapi) = api_router().split_for_parts();
+    let routes = routes
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(http::not_found)
+        .with_state(state.clone());
+    with_middleware(routes, &state)
+}
+
+/// Wraps a router in the production middleware stack (outermost first):
+/// observe (request id, log line, metrics) → panic catcher → problem+json for
+/// framework errors → CORS → gzip (≥ 1000 bytes) → timeout → body limit.
+pub fn with_middleware(router: Router, state: &AppState) -> Router {
+    let http_config = &state.config.http;
+    let compression = CompressionLayer::new().gzip(true).compress_when(
+        SizeAbove::new(COMPRESSION_MIN_BYTES)
+            .and(NotForContentType::GRPC)
+            .and(NotForContentType::IMAGES)
+            .and(NotForContentType::SSE),
+    );
+    let stack = ServiceBuilder::new()
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            http::observe::observe,
+        ))
+        .layer(CatchPanicLayer::custom(http::problems::panic_to_problem))
+        .layer(axum::middleware::from_fn(
+            http::problems::framework_errors_to_problems,
+        ))
+        .option_layer(cors_layer(&http_config.cors_origins))
+        .layer(compression)
+        .layer(axum::middleware::from_fn_with_state(
+            http_config.request_timeout,
+            http::problems::timeout,
+        ))
+        .layer(RequestBodyLimitLayer::new(http_config.body_limit_bytes));
+    router.layer(stack)
+}
+
+/// None when no origin is allowed: then no CORS headers are sent at all and
+/// browsers block cross-origin calls.
+fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
+    let allow_origin = match origins {
+        CorsOrigins::None => return None,
+        CorsOrigins::Any => AllowOrigin::any(),
+        CorsOrigins::List(list) => {
+            AllowOrigin::list(list.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        }
+    };
+    let layer = CorsLayer::new()
+        .allow_origin(allow_origin)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .max_age(Duration::from_secs(3600));
+    Some(layer)
+}

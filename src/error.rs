@@ -1,0 +1,213 @@
+//! One error type for the whole API, rendered as `application/problem+json`
+//! (RFC 9457). Server-side failures are logged with their cause and shown to the
+//! client only as a generic message.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
+
+/// One invalid input field.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field, as the client named it (`limit`, `body.email`).
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI reference naming the problem type (see docs/api.md).
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Field-level errors, present for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Syntactically bad request (malformed JSON, unparsable query string).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Well-formed input that breaks a rule, with the offending fields.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// A dependency (database pool, primary) cannot serve right now; the client may retry.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("request timed out")]
+    Timeout,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl AppError {
+    pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    fn parts(&self) -> (StatusCode, &'static str, String) {
+        match self {
+            Self::BadRequest(d) => (StatusCode::BAD_REQUEST, "bad-request", d.clone()),
+            Self::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation-error",
+                "One or more fields are invalid.".into(),
+            ),
+            Self::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", d.clone()),
+            Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", d.clone()),
+            Self::UnsupportedMediaType(d) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                d.clone(),
+            ),
+            Self::PayloadTooLarge(d) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                d.clone(),
+            ),
+            Self::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d.clone()),
+            Self::Timeout => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                "The request took too long and was abandoned; it is safe to retry.".into(),
+            ),
+            Self::Database(e) if is_unavailable(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The database is temporarily unavailable; retry shortly.".into(),
+            ),
+            Self::Database(_) | Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "An unexpected error occurred; it has been logged.".into(),
+            ),
+        }
+    }
+}
+
+/// Errors that mean "the database cannot serve right now", as opposed to a bug:
+/// the pool is exhausted or closed, or the connection broke.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // 08: connection exception; 57P01..03: admin/crash shutdown, cannot connect now;
+            // 53300: too many connections.
+            code.starts_with("08") || code.starts_with("57P") || code == "53300"
+        }),
+        _ => false,
+    }
+}
+
+/// Builds a problem response. Used by [`AppError`] and by the middleware that
+/// rewrites framework-generated errors (404, 405, 413...) into the same shape.
+pub fn problem_response(
+    status: StatusCode,
+    slug: &str,
+    detail: String,
+    errors: Vec<FieldError>,
+) -> Response {
+    let problem = Problem {
+        type_: format!("/problems/{slug}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        errors,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, slug, detail) = self.parts();
+        if status.is_server_error() {
+            match &self {
+                Self::Database(e) => tracing::error!(error = %e, kind = slug, "database error"),
+                Self::Internal(e) => tracing::error!(error = ?e, "internal error"),
+                other => tracing::warn!(error = %other, "service unavailable"),
+            }
+        }
+        let errors = match self {
+            Self::Validation(errors) => errors,
+            _ => Vec::new(),
+        };
+        problem_response(status, slug, detail, errors)
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_timeouts_are_503_not_500() {
+        let response = AppError::Database(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn unexpected_database_errors_hide_their_details() {
+        let response = AppError::Database(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            PROBLEM_CONTENT_TYPE
+        );
+    }
+
+    #[test]
+    fn validation_errors_list_their_fields() {
+        let problem = Problem {
+            type_: "/problems/validation-error".into(),
+            title: "Unprocessable Entity".into(),
+            status: 422,
+            detail: "x".into(),
+            errors: vec![FieldError::new("limit", "must be between 1 and 100")],
+        };
+        let json = serde_json::to_value(&problem).expect("serializes");
+        assert_eq!(json["errors"][0]["field"], "limit");
+        assert_eq!(json["type"], "/problems/validation-error");
+    }
+}

@@ -1,0 +1,101 @@
+//! CivicQ cities: the public catalogue questions belong to.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::error::{AppResult, Problem};
+use crate::http::extract::{AppJson, AppQuery};
+use crate::http::pagination::{PageQuery, finish_page};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_cities))
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+pub struct City {
+    pub id: i64,
+    /// Stable, URL-friendly name (`austin-tx`).
+    pub slug: String,
+    pub name: String,
+    /// State, province or region.
+    pub region: String,
+    /// ISO 3166-1 alpha-2 country code.
+    pub country: String,
+    /// IANA time zone (`America/Chicago`).
+    pub timezone: String,
+    pub population: Option<i32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CityPage {
+    pub items: Vec<City>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Lists cities alphabetically, with keyset pagination. Public and cacheable;
+/// served from a read replica when one is healthy.
+#[utoipa::path(get, path = "/cities", tag = "civic",
+    params(PageQuery),
+    responses(
+        (status = 200, description = "A page of cities", body = CityPage),
+        (status = 400, description = "Malformed query string", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_cities(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<PageQuery>,
+) -> AppResult<Response> {
+    let page = query.parse::<(String, i64)>()?;
+    // One row more than asked tells whether another page exists.
+    let fetch = page.limit + 1;
+    let rows = state
+        .db
+        .read(|pool| {
+            let after = page.after.clone();
+            async move {
+                match after {
+                    None => {
+                        sqlx::query_as::<_, City>(
+                            "SELECT id, slug, name, region, country, timezone, population
+                               FROM cities
+                              ORDER BY name, id
+                              LIMIT $1",
+                        )
+                        .bind(fetch)
+                        .fetch_all(&pool)
+                        .await
+                    }
+                    Some((name, id)) => {
+                        sqlx::query_as::<_, City>(
+                            "SELECT id, slug, name, region, country, timezone, population
+                               FROM cities
+                              WHERE (name, id) > ($1, $2)
+                              ORDER BY name, id
+                              LIMIT $3",
+                        )
+                        .bind(name)
+                        .bind(id)
+                        .bind(fetch)
+                        .fetch_all(&pool)
+                        .await
+                    }
+                }
+            }
+        })
+        .await?;
+    let (items, next_cursor) = finish_page(rows, page.limit, |c| (c.name.clone(), c.id));
+    let mut response = AppJson(CityPage { items, next_cursor }).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,25 @@
+//! HTTP layer: one module per resource, plus the shared middleware and extractors.
+//! Handlers stay thin: parse, authorize, call the data/domain layer, shape the response.
+
+pub mod cities;
+pub mod extract;
+pub mod observe;
+pub mod operations;
+pub mod pagination;
+pub mod problems;
+
+use axum::http::Uri;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// Routes under `/api/v1`.
+pub fn api_v1() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(cities::router())
+}
+
+/// Unknown paths get a problem document, not an empty 404.
+pub async fn not_found(uri: Uri) -> AppError {
+    AppError::NotFound(format!("No route for {}", uri.path()))
+}

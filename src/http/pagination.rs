@@ -1,0 +1,152 @@
+//! Keyset pagination shared by list endpoints: `?limit=` (1..=100, default 20)
+//! and an opaque `cursor` that encodes the sort key of the last item returned.
+//! Keyset (not OFFSET) keeps every page as cheap as the first.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
+
+use crate::error::{AppError, FieldError};
+
+pub const DEFAULT_LIMIT: i64 = 20;
+pub const MAX_LIMIT: i64 = 100;
+/// A cursor is a small base64 JSON value; anything longer is not ours.
+const MAX_CURSOR_LEN: usize = 512;
+
+/// The raw query parameters. Parsed by hand so that a bad value becomes a 422
+/// naming the field rather than a generic deserialization error.
+#[derive(Debug, Default, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// A validated page request with its decoded cursor of type `C`.
+#[derive(Debug)]
+pub struct PageRequest<C> {
+    pub limit: i64,
+    pub after: Option<C>,
+}
+
+impl PageQuery {
+    pub fn parse<C: DeserializeOwned>(&self) -> Result<PageRequest<C>, AppError> {
+        let mut errors = Vec::new();
+        let limit = match self.limit.as_deref() {
+            None | Some("") => DEFAULT_LIMIT,
+            Some(raw) => match raw.trim().parse::<i64>() {
+                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+                _ => {
+                    errors.push(FieldError::new(
+                        "limit",
+                        format!("must be an integer from 1 to {MAX_LIMIT}"),
+                    ));
+                    DEFAULT_LIMIT
+                }
+            },
+        };
+        let after = match self.cursor.as_deref() {
+            None | Some("") => None,
+            Some(raw) => match decode_cursor(raw) {
+                Some(c) => Some(c),
+                None => {
+                    errors.push(FieldError::new(
+                        "cursor",
+                        "is not a cursor returned by this endpoint",
+                    ));
+                    None
+                }
+            },
+        };
+        if errors.is_empty() {
+            Ok(PageRequest { limit, after })
+        } else {
+            Err(AppError::Validation(errors))
+        }
+    }
+}
+
+pub fn encode_cursor<C: Serialize>(key: &C) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(key).unwrap_or_default())
+}
+
+fn decode_cursor<C: DeserializeOwned>(raw: &str) -> Option<C> {
+    if raw.len() > MAX_CURSOR_LEN {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Given `limit + 1` fetched rows, keeps `limit` and makes the cursor for the
+/// next page from the last kept row (None when this is the last page).
+pub fn finish_page<T, C: Serialize>(
+    mut rows: Vec<T>,
+    limit: i64,
+    key: impl Fn(&T) -> C,
+) -> (Vec<T>, Option<String>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() > limit {
+        rows.truncate(limit);
+        let next = rows.last().map(|last| encode_cursor(&key(last)));
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(limit: Option<&str>, cursor: Option<&str>) -> PageQuery {
+        PageQuery {
+            limit: limit.map(str::to_owned),
+            cursor: cursor.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn limit_defaults_to_twenty() {
+        let page: PageRequest<i64> = query(None, None).parse().expect("valid");
+        assert_eq!(page.limit, 20);
+        assert!(page.after.is_none());
+    }
+
+    #[test]
+    fn limit_outside_one_to_a_hundred_is_a_field_error() {
+        for bad in ["0", "101", "-1", "ten", "1e3"] {
+            let err = query(Some(bad), None).parse::<i64>().expect_err(bad);
+            assert!(
+                matches!(err, AppError::Validation(ref e) if e[0].field == "limit"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn cursors_round_trip_and_garbage_is_rejected() {
+        let cursor = encode_cursor(&("Austin".to_owned(), 7_i64));
+        let page: PageRequest<(String, i64)> = query(None, Some(&cursor)).parse().expect("valid");
+        assert_eq!(page.after, Some(("Austin".to_owned(), 7)));
+        let err = query(None, Some("%%%not-base64"))
+            .parse::<(String, i64)>()
+            .expect_err("bad");
+        assert!(matches!(err, AppError::Validation(ref e) if e[0].field == "cursor"));
+    }
+
+    #[test]
+    fn a_full_page_gets_a_next_cursor_and_a_short_one_does_not() {
+        let (items, next) = finish_page(vec![1, 2, 3], 2, |n| *n);
+        assert_eq!(items, vec![1, 2]);
+        assert_eq!(next, Some(encode_cursor(&2)));
+        let (items, next) = finish_page(vec![1, 2], 2, |n| *n);
+        assert_eq!(items.len(), 2);
+        assert!(next.is_none());
+    }
+}

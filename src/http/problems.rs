@@ -1,0 +1,102 @@
+//! Making sure every error leaves as `application/problem+json`: panics,
+//! timeouts, and the plain-text errors axum and tower-http produce on their own
+//! (404/405 from routing, 413 from the body limit, extractor rejections).
+
+use std::any::Any;
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{AppError, PROBLEM_CONTENT_TYPE, problem_response};
+
+/// Largest framework error body we read to reuse as the problem's detail.
+const MAX_DETAIL_BYTES: usize = 2048;
+
+/// Turns a caught panic into a 500 problem; the panic message goes to the log only.
+pub fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    tracing::error!(panic = %message, "handler panicked");
+    problem_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "An unexpected error occurred; it has been logged.".into(),
+        Vec::new(),
+    )
+}
+
+/// Bounds how long a request may run. The handler's future is dropped at the
+/// deadline, which releases any pooled connection it held.
+pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Timeout.into_response(),
+    }
+}
+
+fn slug_for(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "validation-error",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+/// Rewrites any error response that is not already a problem document.
+pub async fn framework_errors_to_problems(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
+    if is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // Framework errors carry a short plain-text explanation; keep it as the detail.
+    let detail = if parts.headers.contains_key(header::CONTENT_ENCODING) {
+        None
+    } else {
+        axum::body::to_bytes(body, MAX_DETAIL_BYTES)
+            .await
+            .ok()
+            .and_then(|b| String::from_utf8(b.to_vec()).ok())
+            .filter(|s| !s.trim().is_empty())
+    };
+    let detail = detail.unwrap_or_else(|| match status {
+        StatusCode::NOT_FOUND => "The resource does not exist.".to_owned(),
+        StatusCode::METHOD_NOT_ALLOWED => "This method is not allowed on this resource.".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "The request body is too large.".to_owned(),
+        s => s.canonical_reason().unwrap_or("Error").to_owned(),
+    });
+    let mut problem = problem_response(status, slug_for(status), detail, Vec::new());
+    // Keep headers that matter to the client (Allow on 405, Retry-After, CORS...).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && name != header::CONTENT_ENCODING
+        {
+            problem.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    *problem.status_mut() = status;
+    let (mut new_parts, new_body) = problem.into_parts();
+    new_parts.extensions = parts.extensions;
+    Response::from_parts(new_parts, new_body)
+}

@@ -1,0 +1,18 @@
+//! Reference web backend: subjunctive practice and CivicQ from one codebase,
+//! built to show every stage of taking an API from one box to many.
+//!
+//! The binary (`src/main.rs`) is a thin CLI over this library; integration tests
+//! build the same [`app::App`] against real Postgres and Redis.
+
+pub mod app;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod monitor;
+pub mod openapi;
+pub mod seed;
+pub mod server;
+pub mod telemetry;

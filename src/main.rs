@@ -1,0 +1,92 @@
+//! `refbackend`: serve the API, migrate the schema, or load reference data.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::net::TcpListener;
+
+use refbackend::app::App;
+use refbackend::config::Config;
+use refbackend::db::{self, pool};
+use refbackend::{seed, server, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "refbackend",
+    version,
+    about = "Reference web backend: subjunctive practice and CivicQ"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API (configuration from the environment; see .env.example).
+    Serve,
+    /// Apply pending database migrations to the primary, then exit.
+    Migrate,
+    /// Load reference data (cities) into the primary, then exit. Idempotent.
+    Seed,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("building the async runtime")?;
+    runtime.block_on(run(cli.command, config))
+}
+
+async fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => {
+            let bind = config.http.bind_addr;
+            let app = App::build(config).await?;
+            let listener = TcpListener::bind(bind)
+                .await
+                .with_context(|| format!("binding {bind}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "listening");
+            server::serve(app, listener, server::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let pool = admin_pool(&config)?;
+            db::migrate::run(&pool)
+                .await
+                .context("running migrations")?;
+            tracing::info!("migrations applied");
+            pool.close().await;
+            Ok(())
+        }
+        Command::Seed => {
+            let pool = admin_pool(&config)?;
+            let cities = seed::run(&pool).await.context("seeding reference data")?;
+            tracing::info!(cities, "reference data loaded");
+            pool.close().await;
+            Ok(())
+        }
+    }
+}
+
+/// A small pool on the primary for one-shot commands.
+fn admin_pool(config: &Config) -> anyhow::Result<sqlx::PgPool> {
+    let mut pool_config = config.database.primary_pool.clone();
+    pool_config.max_connections = 2;
+    pool_config.min_idle = 0;
+    // DDL and bulk loads may legitimately run longer than a request.
+    pool_config.statement_timeout = std::time::Duration::from_secs(600);
+    Ok(pool::lazy_pool(
+        &config.database.primary_url,
+        &pool_config,
+        pool::Access::ReadWrite,
+    )?)
+}

@@ -1,0 +1,170 @@
+//! Prometheus metrics. One registry per [`Metrics`] (not the global default), so
+//! several app instances in one test process never share counters.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub active_connections: IntGauge,
+    pub requests_in_flight: IntGauge,
+    pub pool_connections: IntGaugeVec,
+    pub pool_max_connections: IntGaugeVec,
+    pub db_reads_total: IntCounterVec,
+    pub db_read_fallbacks_total: IntCounterVec,
+    pub replica_lag_seconds: GaugeVec,
+    pub replica_lag_bytes: IntGaugeVec,
+    pub replica_in_rotation: IntGaugeVec,
+    pub dependency_up: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests_total = IntCounterVec::new(
+            Opts::new(
+                "api_requests_total",
+                "HTTP requests by method, route template and status",
+            ),
+            &["method", "endpoint", "status"],
+        )
+        .expect("valid metric");
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "api_request_duration_seconds",
+                "HTTP request latency by route template",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+            &["endpoint"],
+        )
+        .expect("valid metric");
+        let active_connections =
+            IntGauge::new("api_active_connections", "Open client TCP connections")
+                .expect("valid metric");
+        let requests_in_flight =
+            IntGauge::new("api_requests_in_flight", "Requests being handled right now")
+                .expect("valid metric");
+        let pool_connections = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_connections",
+                "Database pool connections by pool and state (idle, in_use)",
+            ),
+            &["pool", "state"],
+        )
+        .expect("valid metric");
+        let pool_max_connections = IntGaugeVec::new(
+            Opts::new(
+                "db_pool_max_connections",
+                "Configured maximum size of each database pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let db_reads_total = IntCounterVec::new(
+            Opts::new(
+                "db_reads_total",
+                "Read operations by the node that served them",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let db_read_fallbacks_total = IntCounterVec::new(
+            Opts::new(
+                "db_read_fallbacks_total",
+                "Reads that wanted a replica but went to the primary, by reason",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        let replica_lag_seconds = GaugeVec::new(
+            Opts::new(
+                "db_replica_lag_seconds",
+                "Measured replay lag of each replica",
+            ),
+            &["replica"],
+        )
+        .expect("valid metric");
+        let replica_lag_bytes = IntGaugeVec::new(
+            Opts::new(
+                "db_replica_lag_bytes",
+                "WAL bytes the replica has not replayed yet",
+            ),
+            &["replica"],
+        )
+        .expect("valid metric");
+        let replica_in_rotation = IntGaugeVec::new(
+            Opts::new(
+                "db_replica_in_rotation",
+                "1 when the replica serves reads, 0 when taken out",
+            ),
+            &["replica"],
+        )
+        .expect("valid metric");
+        let dependency_up = IntGaugeVec::new(
+            Opts::new(
+                "dependency_up",
+                "1 when the last health check of a dependency succeeded",
+            ),
+            &["dependency"],
+        )
+        .expect("valid metric");
+
+        for collector in [
+            Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(request_duration.clone()),
+            Box::new(active_connections.clone()),
+            Box::new(requests_in_flight.clone()),
+            Box::new(pool_connections.clone()),
+            Box::new(pool_max_connections.clone()),
+            Box::new(db_reads_total.clone()),
+            Box::new(db_read_fallbacks_total.clone()),
+            Box::new(replica_lag_seconds.clone()),
+            Box::new(replica_lag_bytes.clone()),
+            Box::new(replica_in_rotation.clone()),
+            Box::new(dependency_up.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+
+        Self {
+            registry,
+            requests_total,
+            request_duration,
+            active_connections,
+            requests_in_flight,
+            pool_connections,
+            pool_max_connections,
+            db_reads_total,
+            db_read_fallbacks_total,
+            replica_lag_seconds,
+            replica_lag_bytes,
+            replica_in_rotation,
+            dependency_up,
+        }
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
