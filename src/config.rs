@@ -182,8 +182,10 @@ impl Config {
         let database = DatabaseConfig {
             primary_url: Secret::new(primary_url.unwrap_or_default()),
             replica_urls,
-            primary_pool: env.pool("DB_POOL", 20, 2),
-            replica_pool: env.pool("DB_REPLICA_POOL", 20, 2),
+            primary_pool: env.pool("DB_POOL", 20, 2, Duration::from_secs(3)),
+            // Shorter: a read that cannot get a replica connection soon is
+            // better retried on the primary than kept waiting.
+            replica_pool: env.pool("DB_REPLICA_POOL", 20, 2, Duration::from_secs(1)),
             replica_max_lag: env.duration("DB_REPLICA_MAX_LAG", Duration::from_secs(5)),
             health_check_interval: env
                 .duration("HEALTH_CHECK_INTERVAL", Duration::from_millis(1000)),
@@ -252,13 +254,15 @@ fn validate(http: &HttpConfig, db: &DatabaseConfig, errors: &mut Vec<String>) {
             ));
         }
     }
+    let is_postgres =
+        |url: &str| url.starts_with("postgres://") || url.starts_with("postgresql://");
     let url = db.primary_url.expose();
-    if !url.is_empty() && !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    // An empty URL was already reported as missing.
+    if !url.is_empty() && !is_postgres(url) {
         errors.push("DATABASE_URL must be a postgres:// URL".into());
     }
     for (i, replica) in db.replica_urls.iter().enumerate() {
-        let url = replica.expose();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !is_postgres(replica.expose()) {
             errors.push(format!(
                 "DATABASE_REPLICA_URLS entry {i} must be a postgres:// URL"
             ));
@@ -296,7 +300,7 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
             ));
         }
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 * 365.0 {
+    if !seconds.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&seconds) {
         return Err(format!("{raw:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
@@ -398,12 +402,11 @@ impl Reader<'_> {
         CorsOrigins::List(origins)
     }
 
-    fn pool(&mut self, prefix: &str, max: u32, min_idle: u32) -> PoolConfig {
+    fn pool(&mut self, prefix: &str, max: u32, min_idle: u32, acquire: Duration) -> PoolConfig {
         PoolConfig {
             max_connections: self.parse(&format!("{prefix}_MAX_CONNECTIONS"), max),
             min_idle: self.parse(&format!("{prefix}_MIN_IDLE"), min_idle),
-            acquire_timeout: self
-                .duration(&format!("{prefix}_ACQUIRE_TIMEOUT"), Duration::from_secs(3)),
+            acquire_timeout: self.duration(&format!("{prefix}_ACQUIRE_TIMEOUT"), acquire),
             max_lifetime: self.optional_duration(
                 &format!("{prefix}_MAX_LIFETIME"),
                 Some(Duration::from_secs(30 * 60)),

@@ -9,12 +9,14 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
-use crate::error::{AppResult, Problem};
-use crate::http::extract::{AppJson, AppQuery};
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::pagination::{PageQuery, finish_page};
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(list_cities))
+    OpenApiRouter::new()
+        .routes(routes!(list_cities))
+        .routes(routes!(get_city))
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
@@ -93,6 +95,41 @@ pub async fn list_cities(
         .await?;
     let (items, next_cursor) = finish_page(rows, page.limit, |c| (c.name.clone(), c.id));
     let mut response = AppJson(CityPage { items, next_cursor }).into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),
+    );
+    Ok(response)
+}
+
+/// One city by id. Public and cacheable; served from a read replica when one is healthy.
+#[utoipa::path(get, path = "/cities/{id}", tag = "civic",
+    params(("id" = i64, Path, description = "City id")),
+    responses(
+        (status = 200, description = "The city", body = City),
+        (status = 400, description = "The id is not an integer", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_city(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> AppResult<Response> {
+    let city = state
+        .db
+        .read(|pool| async move {
+            sqlx::query_as::<_, City>(
+                "SELECT id, slug, name, region, country, timezone, population
+                   FROM cities
+                  WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+        })
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("No city with id {id}")))?;
+    let mut response = AppJson(city).into_response();
     response.headers_mut().insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),

@@ -76,7 +76,7 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
 
     metrics.requests_in_flight.inc();
     let guard = InFlight(metrics.requests_in_flight.clone());
-    let mut response = next.run(req).instrument(span.clone()).await;
+    let mut response = next.run(req).instrument(span).await;
     drop(guard);
 
     let elapsed = started.elapsed();
@@ -92,14 +92,14 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     if let Some(value) = header_value {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    // The access log line repeats the span's fields so each line stands alone.
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), latency_ms, "request failed");
-        } else {
-            tracing::info!(status = status.as_u16(), latency_ms, "request");
-        }
-    });
+    let status_code = status.as_u16();
+    if status.is_server_error() {
+        tracing::error!(request_id = %id, method, route = %endpoint, status = status_code, latency_ms, "request failed");
+    } else {
+        tracing::info!(request_id = %id, method, route = %endpoint, status = status_code, latency_ms, "request");
+    }
     response
 }
 

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::error::{AppError, PROBLEM_CONTENT_TYPE, problem_response};
+use crate::error::{AppError, problem_response};
 
 /// Largest framework error body we read to reuse as the problem's detail.
 const MAX_DETAIL_BYTES: usize = 2048;
@@ -54,18 +54,20 @@ fn slug_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Rewrites any error response that is not already a problem document.
+/// Rewrites framework-made error responses (plain text or no body) into problem documents.
 pub async fn framework_errors_to_problems(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem = response
+    // Framework errors are plain text or bodiless; anything else (a problem, or a
+    // deliberate JSON body such as /ready's 503 report) is left as it is.
+    let framework_made = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
-    if is_problem {
+        .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    if !framework_made {
         return response;
     }
     let (parts, body) = response.into_parts();

@@ -1,0 +1,149 @@
+//! The real binary under a real SIGTERM: readiness flips to 503, in-flight
+//! requests finish, the process exits cleanly; logs are JSON with request ids.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncBufReadExt;
+
+use crate::services::services;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_flight_requests_finish_while_ready_answers_503() {
+    let db = services().create_database().await;
+    let primary = sqlx::PgPool::connect(&db.primary_url)
+        .await
+        .expect("connect");
+    refbackend::seed::run(&primary).await.expect("seed");
+    let port = free_port();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_refbackend"))
+        .arg("serve")
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", &db.primary_url)
+        .env("REDIS_URL", services().redis_url())
+        .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+        .env("SHUTDOWN_READINESS_DELAY", "1500ms")
+        .env("SHUTDOWN_DRAIN_TIMEOUT", "20s")
+        .env("HEALTH_CHECK_INTERVAL", "100ms")
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn refbackend");
+    let stdout = child.stdout.take().expect("stdout");
+    let logs = tokio::spawn(async move {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !client
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == reqwest::StatusCode::OK)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "server did not become ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Hold a lock so the next read blocks: a request that is in flight for as
+    // long as the test wants.
+    let mut lock = primary.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE cities IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let slow = tokio::spawn({
+        let client = client.clone();
+        let url = format!("{base}/api/v1/cities");
+        async move {
+            client
+                .get(url)
+                .header("x-request-id", "slow-one")
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!slow.is_finished(), "the request is blocked on the lock");
+
+    let pid = child.id().expect("pid").to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+
+    // Readiness answers 503 while the listener still accepts.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let response = client
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .expect("still accepting");
+        if response.status() == 503 {
+            let body: serde_json::Value = response.json().await.expect("json");
+            assert_eq!(body["shutting_down"], true);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "/ready did not turn 503"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Let the in-flight request finish after the listener has closed.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(!slow.is_finished());
+    lock.commit().await.expect("release lock");
+    let response = slow
+        .await
+        .expect("task")
+        .expect("in-flight request completed");
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(20));
+
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("process exits after draining")
+        .expect("wait");
+    assert!(status.success(), "clean exit: {status}");
+    primary.close().await;
+
+    // JSON access logs carry the request id, method, matched route, status and latency.
+    let lines = logs.await.expect("logs");
+    let entry = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["request_id"] == "slow-one" && v["status"] == 200)
+        .unwrap_or_else(|| {
+            panic!(
+                "no access log line for the slow request in:\n{}",
+                lines.join("\n")
+            )
+        });
+    assert_eq!(entry["route"], "/api/v1/cities");
+    assert_eq!(entry["method"], "GET");
+    assert!(entry["latency_ms"].as_f64().is_some_and(|ms| ms > 1000.0));
+}

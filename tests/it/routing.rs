@@ -1,0 +1,216 @@
+//! Read/write routing between the primary and a real streaming replica, and
+//! what happens when the replica stops, restarts or falls behind.
+
+use std::time::Duration;
+
+use crate::services::services;
+use crate::support::TestApp;
+
+fn replica_in_rotation(body: &serde_json::Value) -> Option<bool> {
+    body["dependencies"]["replicas"][0]["in_rotation"].as_bool()
+}
+
+#[tokio::test]
+async fn public_reads_are_served_by_the_replica() {
+    let app = TestApp::start().await;
+    let (status, body) = app.get_json("/api/v1/cities?limit=5").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "primary")]).await,
+        0.0
+    );
+
+    // And the read path really is a standby, not the primary under another name.
+    let in_recovery = app
+        .state
+        .db
+        .read(|pool| async move {
+            sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()")
+                .fetch_one(&pool)
+                .await
+        })
+        .await
+        .expect("read");
+    assert!(in_recovery);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_write_on_the_read_path_is_rejected() {
+    let app = TestApp::start().await;
+    let err = app
+        .state
+        .db
+        .read(|pool| async move {
+            sqlx::query("UPDATE cities SET population = 0")
+                .execute(&pool)
+                .await
+        })
+        .await
+        .expect_err("writes must fail on the read path");
+    let code = err
+        .as_database_error()
+        .and_then(|e| e.code())
+        .map(|c| c.into_owned());
+    // 25006 read_only_sql_transaction
+    assert_eq!(code.as_deref(), Some("25006"), "{err}");
+    // Nothing changed on the primary.
+    let zeroed: i64 = sqlx::query_scalar("SELECT count(*) FROM cities WHERE population = 0")
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+    assert_eq!(zeroed, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn without_replicas_reads_go_to_the_primary_and_count_no_fallback() {
+    let app = TestApp::builder().without_replica().start().await;
+    let (status, _) = app.get_json("/api/v1/cities").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "primary")]).await,
+        1.0
+    );
+    assert_eq!(app.metric("db_read_fallbacks_total", &[]).await, 0.0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_keep_succeeding_when_the_replica_stops_and_return_to_it_when_it_restarts() {
+    let replica = services().dedicated_replica().await;
+    let app = TestApp::builder()
+        .replica_port(replica.port())
+        .start()
+        .await;
+    app.wait_for_ready("replica in rotation", Duration::from_secs(10), |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    let (status, _) = app.get_json("/api/v1/cities").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        1.0
+    );
+
+    tokio::task::block_in_place(|| replica.stop());
+
+    // Every read succeeds: the first may hit the dead connection and be retried
+    // on the primary; the rest go straight to the primary.
+    for _ in 0..20 {
+        let (status, body) = app.get_json("/api/v1/cities?limit=3").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let body = app
+        .wait_for_ready("replica out of rotation", Duration::from_secs(10), |b| {
+            replica_in_rotation(b) == Some(false)
+        })
+        .await;
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["dependencies"]["replicas"][0]["status"], "down");
+    assert!(app.metric("db_read_fallbacks_total", &[]).await >= 1.0);
+
+    tokio::task::block_in_place(|| replica.start());
+    let body = app
+        .wait_for_ready("replica back in rotation", Duration::from_secs(30), |b| {
+            replica_in_rotation(b) == Some(true)
+        })
+        .await;
+    assert_eq!(body["status"], "ready");
+    let before = app.metric("db_reads_total", &[("pool", "replica-0")]).await;
+    let (status, _) = app.get_json("/api/v1/cities").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        before + 1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_replay_is_paused_past_the_lag_bound_leaves_the_rotation() {
+    let replica = services().dedicated_replica().await;
+    let app = TestApp::builder()
+        .replica_port(replica.port())
+        .env("DB_REPLICA_MAX_LAG", "1s")
+        .start()
+        .await;
+    app.wait_for_ready("replica in rotation", Duration::from_secs(10), |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+
+    let replica_pool = sqlx::PgPool::connect(&replica.url(&app.db.name))
+        .await
+        .expect("replica connect");
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .expect("pause replay");
+    // Keep committing on the primary so the replica falls further behind.
+    let primary = app.state.db.write().clone();
+    let writer = tokio::spawn(async move {
+        loop {
+            let _ =
+                sqlx::query("UPDATE cities SET population = population WHERE slug = 'austin-tx'")
+                    .execute(&primary)
+                    .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+
+    let body = app
+        .wait_for_ready(
+            "lagging replica out of rotation",
+            Duration::from_secs(15),
+            |b| replica_in_rotation(b) == Some(false),
+        )
+        .await;
+    let replica_report = &body["dependencies"]["replicas"][0];
+    assert_eq!(replica_report["status"], "up", "reachable, just behind");
+    assert_eq!(replica_report["replay_paused"], true);
+    assert!(
+        replica_report["lag_seconds"]
+            .as_f64()
+            .unwrap_or(f64::INFINITY)
+            > 1.0,
+        "{body}"
+    );
+    assert_eq!(body["status"], "degraded");
+
+    // Reads now go to the primary, counted as fallbacks.
+    let fallbacks = app
+        .metric(
+            "db_read_fallbacks_total",
+            &[("reason", "no_replica_in_rotation")],
+        )
+        .await;
+    let (status, _) = app.get_json("/api/v1/cities").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.metric(
+            "db_read_fallbacks_total",
+            &[("reason", "no_replica_in_rotation")]
+        )
+        .await,
+        fallbacks + 1.0
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .expect("resume replay");
+    app.wait_for_ready("replica back after resume", Duration::from_secs(15), |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    writer.abort();
+    replica_pool.close().await;
+    app.stop().await;
+}

@@ -1,0 +1,278 @@
+//! `TestApp`: the real application, built from a real configuration, serving on
+//! an ephemeral port against the harness's databases.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use refbackend::app::{App, AppState};
+use refbackend::config::Config;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::services::{TestDatabase, services};
+
+pub struct TestAppBuilder {
+    env: HashMap<String, String>,
+    replica: ReplicaChoice,
+    seed: bool,
+}
+
+enum ReplicaChoice {
+    Shared,
+    None,
+    Url(String),
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        let mut env = HashMap::new();
+        for (k, v) in [
+            ("APP_ENV", "test"),
+            ("HEALTH_CHECK_INTERVAL", "100ms"),
+            ("DB_REPLICA_MAX_LAG", "2s"),
+            ("DB_POOL_MAX_CONNECTIONS", "5"),
+            ("DB_POOL_MIN_IDLE", "0"),
+            ("DB_REPLICA_POOL_MAX_CONNECTIONS", "5"),
+            ("DB_REPLICA_POOL_MIN_IDLE", "0"),
+            ("DB_REPLICA_POOL_ACQUIRE_TIMEOUT", "1s"),
+            ("SHUTDOWN_READINESS_DELAY", "0s"),
+            ("SHUTDOWN_DRAIN_TIMEOUT", "5s"),
+            ("RUST_LOG", "warn"),
+        ] {
+            env.insert(k.to_owned(), v.to_owned());
+        }
+        TestAppBuilder {
+            env,
+            replica: ReplicaChoice::Shared,
+            seed: true,
+        }
+    }
+
+    /// The default app: shared replica, seeded reference data, replica caught up.
+    pub async fn start() -> TestApp {
+        Self::builder().start().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get_json(&self, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let response = self.get(path).await;
+        let status = response.status();
+        (status, response.json().await.expect("json body"))
+    }
+
+    /// The value of one sample in `/metrics`, e.g.
+    /// `metric("db_reads_total", &[("pool", "replica-0")])`; 0 when absent.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        metric_value(&text, name, labels)
+    }
+
+    /// Polls `/ready` until `check` accepts its body, or panics after `timeout`.
+    pub async fn wait_for_ready(
+        &self,
+        what: &str,
+        timeout: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, body) = self.get_json("/ready").await;
+            if check(&body) {
+                return body;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("timed out waiting for {what}; last /ready: {body:#}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops serving and closes the pools.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("server task")
+                .expect("server shut down cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Finds one sample in Prometheus text; labels must all match (in any order).
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all_match = labels.iter().all(|(k, v)| {
+                label_text
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            });
+            all_match.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+impl TestAppBuilder {
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    pub fn without_replica(mut self) -> Self {
+        self.replica = ReplicaChoice::None;
+        self
+    }
+
+    /// Uses a replica on `port` (e.g. a dedicated one the test will stop).
+    pub fn replica_port(mut self, port: u16) -> Self {
+        self.replica = ReplicaChoice::Url(format!("port:{port}"));
+        self
+    }
+
+    pub fn unseeded(mut self) -> Self {
+        self.seed = false;
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        let db = services().create_database().await;
+        self.start_on(db).await
+    }
+
+    /// Starts against an arbitrary primary URL (e.g. one where nothing listens).
+    pub async fn start_with_primary_url(self, url: &str) -> TestApp {
+        let db = TestDatabase {
+            name: "external".to_owned(),
+            primary_url: url.to_owned(),
+            replica_url: String::new(),
+        };
+        self.start_on(db).await
+    }
+
+    pub async fn start_on(mut self, db: TestDatabase) -> TestApp {
+        let replica_url = match &self.replica {
+            ReplicaChoice::Shared => Some(db.replica_url.clone()),
+            ReplicaChoice::None => None,
+            ReplicaChoice::Url(spec) => {
+                let port = spec.trim_start_matches("port:");
+                Some(format!("postgres://postgres@127.0.0.1:{port}/{}", db.name))
+            }
+        };
+        if self.seed {
+            let pool = sqlx::PgPool::connect(&db.primary_url)
+                .await
+                .expect("primary connect");
+            refbackend::seed::run(&pool).await.expect("seed");
+            pool.close().await;
+        }
+        if let Some(url) = &replica_url {
+            wait_for_catch_up(&db.primary_url, url).await;
+            self.env.insert("DATABASE_REPLICA_URLS".into(), url.clone());
+        }
+        self.env
+            .insert("DATABASE_URL".into(), db.primary_url.clone());
+        self.env
+            .entry("REDIS_URL".into())
+            .or_insert_with(|| services().redis_url());
+        let env = self.env;
+        let config = Config::from_lookup(|k| env.get(k).cloned()).expect("valid test config");
+        let app = App::build(config).await.expect("app builds");
+        let state = app.state.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(refbackend::server::serve(app, listener, async move {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            addr,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
+            db,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+}
+
+/// Waits until the replica at `replica_url` has replayed everything the primary
+/// had written when this was called.
+pub async fn wait_for_catch_up(primary_url: &str, replica_url: &str) {
+    let primary = sqlx::PgPool::connect(primary_url)
+        .await
+        .expect("primary connect");
+    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        .fetch_one(&primary)
+        .await
+        .expect("primary lsn");
+    primary.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(replica) = sqlx::PgPool::connect(replica_url).await {
+            let caught_up: Option<bool> =
+                sqlx::query_scalar("SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn")
+                    .bind(&lsn)
+                    .fetch_one(&replica)
+                    .await
+                    .ok();
+            replica.close().await;
+            if caught_up == Some(true) {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica did not catch up with {lsn}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
