@@ -17,6 +17,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::Auth;
 use crate::cache::redis::Redis;
 use crate::config::{Config, CorsOrigins};
 use crate::db::Db;
@@ -24,6 +25,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::monitor::{self, Health};
 use crate::openapi;
+use crate::ratelimit::RateLimiter;
 
 /// Responses below this many bytes are sent uncompressed: gzip would cost more
 /// CPU than it saves on the wire.
@@ -35,6 +37,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub redis: Redis,
+    pub auth: Auth,
     pub metrics: Metrics,
     pub health: Arc<Health>,
 }
@@ -54,7 +57,14 @@ impl App {
         let metrics = Metrics::new();
         let db =
             Db::new(&config.database, metrics.clone()).context("configuring database pools")?;
-        let redis = Redis::new(&config.redis).context("configuring Redis")?;
+        let redis = Redis::new(&config.redis, metrics.redis_errors_total.clone())
+            .context("configuring Redis")?;
+        let limiter = RateLimiter::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            metrics.rate_limit_decisions_total.clone(),
+        );
+        let auth = Auth::new(&config.auth, limiter).context("configuring authentication")?;
         if config.database.migrate_on_start {
             crate::db::migrate::run(db.write())
                 .await
@@ -78,6 +88,7 @@ impl App {
                 config: Arc::new(config),
                 db,
                 redis,
+                auth,
                 metrics,
                 health,
             },

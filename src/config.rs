@@ -98,6 +98,8 @@ pub struct DatabaseConfig {
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
     pub url: Secret,
+    /// Prepended to every key, so environments (or tests) can share one Redis.
+    pub key_prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
 }
@@ -133,6 +135,36 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// A JWT signing key: its id (the `kid` header) and secret.
+#[derive(Debug, Clone)]
+pub struct JwtKeyConfig {
+    pub kid: String,
+    pub secret: Secret,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Signs new access tokens.
+    pub active_key: JwtKeyConfig,
+    /// Older keys still accepted for verification until their tokens expire.
+    pub previous_keys: Vec<JwtKeyConfig>,
+    /// True when no secret was configured and a random one was made for this
+    /// process (development and test only).
+    pub ephemeral_secret: bool,
+    pub issuer: String,
+    pub audience: String,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// How many password hashes may run at once (each takes ~19 MiB and one core).
+    pub password_hash_concurrency: usize,
+    pub login_per_account: crate::ratelimit::Quota,
+    pub login_per_ip: crate::ratelimit::Quota,
+    pub register_per_ip: crate::ratelimit::Quota,
+}
+
+/// Shortest accepted signing secret, in bytes (HS256 wants at least 256 bits).
+pub const MIN_SECRET_BYTES: usize = 32;
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -140,6 +172,7 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub auth: AuthConfig,
     pub log: LogConfig,
 }
 
@@ -197,9 +230,14 @@ impl Config {
                 env.optional("REDIS_URL")
                     .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned()),
             ),
+            key_prefix: env
+                .optional("REDIS_KEY_PREFIX")
+                .unwrap_or_else(|| "rb:".to_owned()),
             connect_timeout: env.duration("REDIS_CONNECT_TIMEOUT", Duration::from_millis(500)),
             response_timeout: env.duration("REDIS_RESPONSE_TIMEOUT", Duration::from_millis(250)),
         };
+
+        let auth = env.auth(app_env);
 
         let default_format = if app_env == AppEnv::Development {
             LogFormat::Pretty
@@ -226,6 +264,7 @@ impl Config {
                 http,
                 database,
                 redis,
+                auth,
                 log,
             })
         } else {
@@ -277,6 +316,48 @@ fn validate(http: &HttpConfig, db: &DatabaseConfig, errors: &mut Vec<String>) {
     if http.request_timeout.is_zero() {
         errors.push("HTTP_REQUEST_TIMEOUT must be greater than zero".into());
     }
+}
+
+fn quota(limit: u32, secs: u64) -> crate::ratelimit::Quota {
+    crate::ratelimit::Quota {
+        limit,
+        period: Duration::from_secs(secs),
+    }
+}
+
+/// Why a signing secret is unacceptable, if it is: too short, or one of the
+/// placeholders people paste from examples.
+fn weak_secret(secret: &str) -> Option<&'static str> {
+    const PLACEHOLDERS: &[&str] = &[
+        "secret",
+        "changeme",
+        "change-me",
+        "password",
+        "development",
+        "jwt",
+    ];
+    let lower = secret.to_ascii_lowercase();
+    if secret.len() < MIN_SECRET_BYTES {
+        return Some("is shorter than 32 bytes");
+    }
+    if PLACEHOLDERS.iter().any(|p| lower.contains(p)) {
+        return Some("looks like a placeholder");
+    }
+    let distinct: std::collections::HashSet<char> = secret.chars().collect();
+    if distinct.len() < 8 {
+        return Some("has too little variety to be random");
+    }
+    None
+}
+
+/// 48 random bytes, base64url: the per-process secret when none is configured
+/// outside production.
+fn random_secret() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 48];
+    // The OS RNG failing is not recoverable; no secret is better than a guessable one.
+    getrandom::fill(&mut bytes).expect("the operating system's random number generator works");
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`; a bare number means seconds.
@@ -402,6 +483,73 @@ impl Reader<'_> {
         CorsOrigins::List(origins)
     }
 
+    fn auth(&mut self, app_env: AppEnv) -> AuthConfig {
+        let kid = self.optional("JWT_KID").unwrap_or_else(|| "k1".to_owned());
+        let (secret, ephemeral_secret) = match self.optional("JWT_SECRET") {
+            Some(secret) => {
+                if let Some(problem) = weak_secret(&secret) {
+                    if app_env == AppEnv::Production {
+                        self.errors.push(format!(
+                            "JWT_SECRET {problem}; refusing to start in production"
+                        ));
+                    } else {
+                        self.errors.push(format!("JWT_SECRET {problem}"));
+                    }
+                }
+                (Secret::new(secret), false)
+            }
+            None if app_env == AppEnv::Production => {
+                self.errors.push("JWT_SECRET is required in production (32+ random bytes, e.g. `openssl rand -base64 48`)".into());
+                (Secret::new(String::new()), false)
+            }
+            None => (Secret::new(random_secret()), true),
+        };
+        let mut previous_keys = Vec::new();
+        if let Some(raw) = self.optional("JWT_PREVIOUS_KEYS") {
+            for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                match entry.split_once(':') {
+                    Some((kid, secret)) if !kid.is_empty() => {
+                        if let Some(problem) = weak_secret(secret) {
+                            self.errors
+                                .push(format!("JWT_PREVIOUS_KEYS: key {kid:?}: secret {problem}"));
+                        }
+                        previous_keys.push(JwtKeyConfig {
+                            kid: kid.to_owned(),
+                            secret: Secret::new(secret),
+                        });
+                    }
+                    _ => self
+                        .errors
+                        .push("JWT_PREVIOUS_KEYS entries must be kid:secret".into()),
+                }
+            }
+        }
+        if previous_keys.iter().any(|k| k.kid == kid) {
+            self.errors.push(format!(
+                "JWT_PREVIOUS_KEYS reuses the active JWT_KID {kid:?}"
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        AuthConfig {
+            active_key: JwtKeyConfig { kid, secret },
+            previous_keys,
+            ephemeral_secret,
+            issuer: self
+                .optional("JWT_ISSUER")
+                .unwrap_or_else(|| "refbackend".to_owned()),
+            audience: self
+                .optional("JWT_AUDIENCE")
+                .unwrap_or_else(|| "refbackend-api".to_owned()),
+            access_token_ttl: self.duration("ACCESS_TOKEN_TTL", Duration::from_secs(15 * 60)),
+            refresh_token_ttl: self
+                .duration("REFRESH_TOKEN_TTL", Duration::from_secs(30 * 24 * 3600)),
+            password_hash_concurrency: self.parse("PASSWORD_HASH_CONCURRENCY", cores).max(1),
+            login_per_account: self.parse("RATE_LIMIT_LOGIN_ACCOUNT", quota(10, 15 * 60)),
+            login_per_ip: self.parse("RATE_LIMIT_LOGIN_IP", quota(100, 15 * 60)),
+            register_per_ip: self.parse("RATE_LIMIT_REGISTER_IP", quota(20, 3600)),
+        }
+    }
+
     fn pool(&mut self, prefix: &str, max: u32, min_idle: u32, acquire: Duration) -> PoolConfig {
         PoolConfig {
             max_connections: self.parse(&format!("{prefix}_MAX_CONNECTIONS"), max),
@@ -516,10 +664,68 @@ mod tests {
     }
 
     #[test]
+    fn production_refuses_to_start_without_a_strong_signing_secret() {
+        for secret in [
+            None,
+            Some("short"),
+            Some("changeme-changeme-changeme-changeme-1234"),
+            Some(&*"a".repeat(64)),
+        ] {
+            let mut vars = vec![
+                ("DATABASE_URL", "postgres://p/app"),
+                ("APP_ENV", "production"),
+            ];
+            if let Some(s) = secret {
+                vars.push(("JWT_SECRET", s));
+            }
+            let err = config(&vars).expect_err("weak secret must be refused");
+            assert!(err.to_string().contains("JWT_SECRET"), "{secret:?}: {err}");
+        }
+        let strong = "Zk3q9L0vX2mB7tR4yW8nC1pD6sF5gH0jK2lM9qA3";
+        let cfg = config(&[
+            ("DATABASE_URL", "postgres://p/app"),
+            ("APP_ENV", "production"),
+            ("JWT_SECRET", strong),
+        ])
+        .expect("strong secret accepted");
+        assert!(!cfg.auth.ephemeral_secret);
+    }
+
+    #[test]
+    fn development_without_a_secret_gets_a_random_one() {
+        let a = config(&[("DATABASE_URL", "postgres://p/app")]).expect("valid");
+        let b = config(&[("DATABASE_URL", "postgres://p/app")]).expect("valid");
+        assert!(a.auth.ephemeral_secret);
+        assert!(a.auth.active_key.secret.expose().len() >= MIN_SECRET_BYTES);
+        assert_ne!(
+            a.auth.active_key.secret.expose(),
+            b.auth.active_key.secret.expose()
+        );
+    }
+
+    #[test]
+    fn previous_jwt_keys_are_parsed_for_rotation() {
+        let cfg = config(&[
+            ("DATABASE_URL", "postgres://p/app"),
+            ("JWT_KID", "2026-11"),
+            ("JWT_SECRET", "Zk3q9L0vX2mB7tR4yW8nC1pD6sF5gH0jK2lM9qA3"),
+            (
+                "JWT_PREVIOUS_KEYS",
+                "2026-10:Yq2w8E1rT6yU3iO0pA9sD4fG7hJ5kL1zX8cV2bN6",
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(cfg.auth.active_key.kid, "2026-11");
+        assert_eq!(cfg.auth.previous_keys.len(), 1);
+        assert_eq!(cfg.auth.previous_keys[0].kid, "2026-10");
+    }
+
+    #[test]
     fn wildcard_cors_is_refused_in_production() {
         let err = config(&[
             ("DATABASE_URL", "postgres://p/app"),
             ("APP_ENV", "production"),
+            ("JWT_SECRET", "Zk3q9L0vX2mB7tR4yW8nC1pD6sF5gH0jK2lM9qA3"),
             ("CORS_ALLOWED_ORIGINS", "*"),
         ])
         .expect_err("invalid");

@@ -49,8 +49,18 @@ pub enum AppError {
     /// Well-formed input that breaks a rule, with the offending fields.
     #[error("validation failed")]
     Validation(Vec<FieldError>),
+    /// No valid credentials. `invalid_token` marks a bearer token that was
+    /// presented but refused (RFC 6750 `error="invalid_token"`).
+    #[error("{detail}")]
+    Unauthenticated { detail: String, invalid_token: bool },
+    /// Authenticated, but the role does not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A rate limit refused the request.
+    #[error("rate limited")]
+    RateLimited(crate::ratelimit::Decision),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -69,6 +79,14 @@ pub enum AppError {
 }
 
 impl AppError {
+    /// A missing or refused bearer token.
+    pub fn unauthenticated(detail: impl Into<String>, invalid_token: bool) -> Self {
+        Self::Unauthenticated {
+            detail: detail.into(),
+            invalid_token,
+        }
+    }
+
     pub fn validation(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::Validation(vec![FieldError::new(field, message)])
     }
@@ -81,7 +99,19 @@ impl AppError {
                 "validation-error",
                 "One or more fields are invalid.".into(),
             ),
+            Self::Unauthenticated { detail, .. } => {
+                (StatusCode::UNAUTHORIZED, "unauthenticated", detail.clone())
+            }
+            Self::Forbidden(d) => (StatusCode::FORBIDDEN, "forbidden", d.clone()),
             Self::NotFound(d) => (StatusCode::NOT_FOUND, "not-found", d.clone()),
+            Self::RateLimited(d) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                format!(
+                    "Too many requests; retry in {} seconds.",
+                    crate::ratelimit::ceil_secs(d.retry_after)
+                ),
+            ),
             Self::Conflict(d) => (StatusCode::CONFLICT, "conflict", d.clone()),
             Self::UnsupportedMediaType(d) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -166,11 +196,32 @@ impl IntoResponse for AppError {
                 other => tracing::warn!(error = %other, "service unavailable"),
             }
         }
+        let www_authenticate = match &self {
+            Self::Unauthenticated {
+                invalid_token: true,
+                ..
+            } => Some(r#"Bearer realm="refbackend", error="invalid_token""#),
+            Self::Unauthenticated { .. } => Some(r#"Bearer realm="refbackend""#),
+            _ => None,
+        };
+        let rate_limit = match &self {
+            Self::RateLimited(decision) => Some(*decision),
+            _ => None,
+        };
         let errors = match self {
             Self::Validation(errors) => errors,
             _ => Vec::new(),
         };
-        problem_response(status, slug, detail, errors)
+        let mut response = problem_response(status, slug, detail, errors);
+        if let Some(value) = www_authenticate {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(value));
+        }
+        if let Some(decision) = rate_limit {
+            crate::ratelimit::set_headers(response.headers_mut(), &decision);
+        }
+        response
     }
 }
 

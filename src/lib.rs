@@ -5,6 +5,7 @@
 //! build the same [`app::App`] against real Postgres and Redis.
 
 pub mod app;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod db;
@@ -13,6 +14,7 @@ pub mod http;
 pub mod metrics;
 pub mod monitor;
 pub mod openapi;
+pub mod ratelimit;
 pub mod seed;
 pub mod server;
 pub mod telemetry;

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use tokio::net::TcpListener;
 
 use refbackend::app::App;
+use refbackend::auth::admin;
 use refbackend::config::Config;
 use refbackend::db::{self, pool};
 use refbackend::{seed, server, telemetry};
@@ -28,6 +29,16 @@ enum Command {
     Migrate,
     /// Load reference data (cities) into the primary, then exit. Idempotent.
     Seed,
+    /// Create an admin account, or promote an existing account to admin.
+    /// The password of a new account is read from ADMIN_PASSWORD, else from the
+    /// first line of standard input.
+    Admin {
+        #[arg(long)]
+        email: String,
+        /// Display name for a new account.
+        #[arg(long, default_value = "Administrator")]
+        display_name: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +76,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .context("running migrations")?;
             tracing::info!("migrations applied");
             pool.close().await;
+            Ok(())
+        }
+        Command::Admin {
+            email,
+            display_name,
+        } => {
+            let pool = admin_pool(&config)?;
+            let outcome = admin::create_or_promote(&pool, &email, &display_name).await;
+            pool.close().await;
+            let message = outcome?;
+            tracing::info!(%email, "{message}");
+            println!("{message}");
             Ok(())
         }
         Command::Seed => {

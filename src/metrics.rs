@@ -2,8 +2,8 @@
 //! several app instances in one test process never share counters.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -21,6 +21,9 @@ pub struct Metrics {
     pub replica_lag_bytes: IntGaugeVec,
     pub replica_in_rotation: IntGaugeVec,
     pub dependency_up: IntGaugeVec,
+    pub redis_errors_total: IntCounter,
+    pub rate_limit_decisions_total: IntCounterVec,
+    pub auth_events_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -117,6 +120,28 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let redis_errors_total = IntCounter::new(
+            "redis_errors_total",
+            "Redis commands that failed (timeouts, connection errors)",
+        )
+        .expect("valid metric");
+        let rate_limit_decisions_total = IntCounterVec::new(
+            Opts::new(
+                "rate_limit_decisions_total",
+                "Rate-limit checks by limiter, result (allowed, limited) and backend (redis, local fallback)",
+            ),
+            &["limiter", "result", "backend"],
+        )
+        .expect("valid metric");
+        let auth_events_total = IntCounterVec::new(
+            Opts::new(
+                "auth_events_total",
+                "Authentication events (login_ok, login_failed, refresh_reuse_detected...)",
+            ),
+            &["event"],
+        )
+        .expect("valid metric");
+
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -130,6 +155,9 @@ impl Metrics {
             Box::new(replica_lag_bytes.clone()),
             Box::new(replica_in_rotation.clone()),
             Box::new(dependency_up.clone()),
+            Box::new(redis_errors_total.clone()),
+            Box::new(rate_limit_decisions_total.clone()),
+            Box::new(auth_events_total.clone()),
         ] {
             registry
                 .register(collector)
@@ -150,6 +178,9 @@ impl Metrics {
             replica_lag_bytes,
             replica_in_rotation,
             dependency_up,
+            redis_errors_total,
+            rate_limit_decisions_total,
+            auth_events_total,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The OpenAPI document's fixed parts; paths and schemas are collected from the
 //! handlers' annotations by `utoipa-axum` as routes are registered.
 
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,11 +14,34 @@ use utoipa::OpenApi;
     ),
     tags(
         (name = "operations", description = "Liveness, readiness, metrics"),
+        (name = "auth", description = "Accounts: register, login, rotating refresh tokens, logout"),
+        (name = "users", description = "The caller's own profile"),
+        (name = "admin", description = "Administration (role admin)"),
         (name = "civic", description = "CivicQ: cities, questions, votes, answers"),
     ),
+    modifiers(&BearerAuth),
     components(schemas(crate::error::Problem, crate::error::FieldError))
 )]
 struct BaseDoc;
+
+/// Declares the `bearer` security scheme (JWT access tokens) that protected
+/// operations reference.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 pub fn base() -> utoipa::openapi::OpenApi {
     BaseDoc::openapi()

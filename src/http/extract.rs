@@ -11,11 +11,32 @@ use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
 
-/// `Json<T>` whose rejections are problem+json: malformed JSON is a 400, a body
-/// of the wrong shape a 422, a missing/wrong content type a 415, a body over the
-/// limit a 413.
+/// A JSON request body whose rejections are problem+json: a missing or wrong
+/// content type is a 415, a body over the limit a 413, malformed JSON a 400,
+/// and JSON of the wrong shape a 422. Every request body of this API is a JSON
+/// object; anything else (an array, which serde would happily read as a
+/// struct's fields in order, or a bare value) is a 422.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AppJson<T>(pub T);
+
+/// `application/json` or any `application/*+json`, parameters allowed.
+fn is_json_content_type(req: &Request) -> bool {
+    let Some(value) = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 impl<S, T> FromRequest<S> for AppJson<T>
 where
@@ -25,10 +46,30 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !is_json_content_type(&req) {
+            return Err(AppError::UnsupportedMediaType(
+                "Expected a body with Content-Type: application/json".into(),
+            ));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge("The request body is too large.".into())
+                } else {
+                    AppError::BadRequest(rejection.body_text())
+                }
+            })?;
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some()
+            && first != Some(&b'{')
+            && serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok()
+        {
+            return Err(AppError::validation("body", "must be a JSON object"));
+        }
+        axum::Json::<T>::from_bytes(&bytes)
+            .map(|axum::Json(value)| Self(value))
+            .map_err(json_rejection)
     }
 }
 
@@ -43,12 +84,7 @@ fn json_rejection(rejection: JsonRejection) -> AppError {
     match rejection {
         JsonRejection::JsonDataError(_) => AppError::validation("body", text),
         JsonRejection::JsonSyntaxError(_) => AppError::BadRequest(text),
-        JsonRejection::MissingJsonContentType(_) => AppError::UnsupportedMediaType(
-            "Expected a body with Content-Type: application/json".into(),
-        ),
-        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            AppError::PayloadTooLarge("The request body is too large.".into())
-        }
+        // Content type and body size were checked before parsing.
         _ => AppError::BadRequest(text),
     }
 }

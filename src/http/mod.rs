@@ -1,12 +1,15 @@
 //! HTTP layer: one module per resource, plus the shared middleware and extractors.
 //! Handlers stay thin: parse, authorize, call the data/domain layer, shape the response.
 
+pub mod admin;
+pub mod auth;
 pub mod cities;
 pub mod extract;
 pub mod observe;
 pub mod operations;
 pub mod pagination;
 pub mod problems;
+pub mod users;
 
 use axum::http::Uri;
 use utoipa_axum::router::OpenApiRouter;
@@ -16,7 +19,11 @@ use crate::error::AppError;
 
 /// Routes under `/api/v1`.
 pub fn api_v1() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(cities::router())
+    OpenApiRouter::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(admin::router())
+        .merge(cities::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

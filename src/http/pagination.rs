@@ -19,6 +19,8 @@ const MAX_CURSOR_LEN: usize = 512;
 /// naming the field rather than a generic deserialization error.
 #[derive(Debug, Default, serde::Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+// An unknown parameter (a typo, `limit[x]=…`) is a 400, not silently ignored.
+#[serde(deny_unknown_fields)]
 pub struct PageQuery {
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
@@ -38,9 +40,15 @@ impl PageQuery {
     pub fn parse<C: DeserializeOwned>(&self) -> Result<PageRequest<C>, AppError> {
         let mut errors = Vec::new();
         let limit = match self.limit.as_deref() {
-            None | Some("") => DEFAULT_LIMIT,
-            Some(raw) => match raw.trim().parse::<i64>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            None => DEFAULT_LIMIT,
+            // Digits only: Rust would also accept "+6", which is not an integer
+            // in the API's (JSON Schema's) sense.
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n)
+                    if raw.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_LIMIT).contains(&n) =>
+                {
+                    n
+                }
                 _ => {
                     errors.push(FieldError::new(
                         "limit",
@@ -120,7 +128,7 @@ mod tests {
 
     #[test]
     fn limit_outside_one_to_a_hundred_is_a_field_error() {
-        for bad in ["0", "101", "-1", "ten", "1e3"] {
+        for bad in ["0", "101", "-1", "ten", "1e3", "+6", " 6", ""] {
             let err = query(Some(bad), None).parse::<i64>().expect_err(bad);
             assert!(
                 matches!(err, AppError::Validation(ref e) if e[0].field == "limit"),

@@ -7,6 +7,7 @@ mod services;
 
 mod support;
 
+mod auth;
 mod cities;
 mod http_stack;
 mod lifecycle;

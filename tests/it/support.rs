@@ -13,6 +13,9 @@ use tokio::task::JoinHandle;
 
 use crate::services::{TestDatabase, services};
 
+/// The signing secret of test apps (random-looking, 48 bytes).
+pub const TEST_SECRET: &str = "q3Jx9vT2mL7cR1wZ8kN4pB6yF0hD5sG2aE9uK3iO7tY1nM4b";
+
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
     replica: ReplicaChoice,
@@ -49,6 +52,9 @@ impl TestApp {
             ("SHUTDOWN_READINESS_DELAY", "0s"),
             ("SHUTDOWN_DRAIN_TIMEOUT", "5s"),
             ("RUST_LOG", "warn"),
+            ("JWT_KID", "test-1"),
+            ("JWT_SECRET", TEST_SECRET),
+            ("PASSWORD_HASH_CONCURRENCY", "2"),
         ] {
             env.insert(k.to_owned(), v.to_owned());
         }
@@ -220,6 +226,11 @@ impl TestAppBuilder {
         self.env
             .entry("REDIS_URL".into())
             .or_insert_with(|| services().redis_url());
+        // Rate limits and caches of different tests must not meet in the shared
+        // Redis; instances of one test (same database) share them on purpose.
+        self.env
+            .entry("REDIS_KEY_PREFIX".into())
+            .or_insert_with(|| format!("{}:", db.name));
         let env = self.env;
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("valid test config");
         let app = App::build(config).await.expect("app builds");

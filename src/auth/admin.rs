@@ -1,0 +1,60 @@
+//! The `refbackend admin` command: bootstrap the first administrator.
+
+use std::io::BufRead;
+
+use anyhow::{Context, bail};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::password::{Params, Passwords};
+use super::store::{self, NewUser};
+use super::{Role, validate};
+
+/// Promotes the account with `email` to admin, or creates it as an admin.
+/// Returns what was done, in words.
+pub async fn create_or_promote(
+    pool: &PgPool,
+    email: &str,
+    display_name: &str,
+) -> anyhow::Result<String> {
+    let email = validate::email(email).map_err(|e| anyhow::anyhow!("email {}", e.message))?;
+    if let Some(user) = store::find_by_email(pool, &email).await? {
+        store::set_role(pool, user.id, Role::Admin).await?;
+        return Ok(format!("promoted {email} to admin"));
+    }
+    let password = match std::env::var("ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => p,
+        _ => {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            line.trim_end_matches(['\r', '\n']).to_owned()
+        }
+    };
+    if let Err(e) = validate::password(&password) {
+        bail!("password {}", e.message);
+    }
+    let display_name = validate::display_name(display_name)
+        .map_err(|e| anyhow::anyhow!("display name {}", e.message))?;
+    let hash = Passwords::new(Params::owasp(), 1)
+        .hash(&password)
+        .await
+        .context("hashing the password")?;
+    let mut tx = pool.begin().await?;
+    store::insert_user(
+        &mut tx,
+        &NewUser {
+            id: Uuid::now_v7(),
+            email: &email,
+            password_hash: &hash,
+            display_name: &display_name,
+            role: Role::Admin,
+        },
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    tx.commit().await?;
+    Ok(format!("created admin {email}"))
+}

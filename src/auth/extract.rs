@@ -1,0 +1,109 @@
+//! Request extractors for authentication: the bearer-token user and the client IP.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use uuid::Uuid;
+
+use super::Role;
+use super::client_ip::client_ip;
+use crate::app::AppState;
+use crate::error::{AppError, AppResult};
+use crate::server::PeerAddr;
+
+/// The caller, proven by a valid access token (`Authorization: Bearer …`).
+/// Rejections are 401 problems with `WWW-Authenticate`.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: Uuid,
+    pub role: Role,
+    /// The token's id, for logs.
+    pub jti: Uuid,
+}
+
+impl AuthUser {
+    /// Allows the request only for the listed roles (403 otherwise).
+    pub fn require(&self, allowed: &[Role]) -> AppResult<()> {
+        if allowed.contains(&self.role) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!(
+                "This requires the role {}.",
+                allowed
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            return Err(AppError::unauthenticated(
+                "This requires a bearer access token.",
+                false,
+            ));
+        };
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| {
+                AppError::unauthenticated(
+                    "The Authorization header must be `Bearer <token>`.",
+                    true,
+                )
+            })?;
+        let claims = state.auth.jwt.verify(token).map_err(|e| {
+            tracing::debug!(reason = %e, "access token refused");
+            AppError::unauthenticated("The access token is invalid or expired.", true)
+        })?;
+        let role = claims.role.parse().map_err(|_| {
+            AppError::unauthenticated("The access token is invalid or expired.", true)
+        })?;
+        Ok(Self {
+            id: claims.sub,
+            role,
+            jti: claims.jti,
+        })
+    }
+}
+
+/// The client's IP: the TCP peer, or the forwarded address when the peer is a
+/// trusted proxy (see [`super::client_ip`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // Routers served without connect info (some tests) count as one local peer.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<PeerAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |c| c.0.0.ip());
+        Ok(Self(client_ip(
+            peer,
+            &parts.headers,
+            &state.config.http.trusted_proxies,
+        )))
+    }
+}

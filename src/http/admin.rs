@@ -1,0 +1,127 @@
+//! `/api/v1/admin/*`: operations reserved to the `admin` role.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::store;
+use crate::auth::{AuthUser, Role};
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::extract::{AppJson, AppPath};
+use crate::http::users::UserProfile;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(deactivate_user))
+        .routes(routes!(activate_user))
+        .routes(routes!(set_user_role))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RoleChange {
+    pub role: Role,
+}
+
+/// Admins cannot deactivate or demote themselves: it would be the easiest way
+/// to lock every administrator out.
+fn not_self(caller: &AuthUser, id: Uuid) -> AppResult<()> {
+    if caller.id == id {
+        Err(AppError::Conflict(
+            "Administrators cannot deactivate themselves or change their own role.".into(),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+fn no_user(id: Uuid) -> AppError {
+    AppError::NotFound(format!("No user with id {id}"))
+}
+
+/// Deactivates a user: they can no longer sign in or refresh, and every
+/// refresh family is revoked; access tokens already issued stop working within
+/// one access-token lifetime (at once on `/users/me`).
+#[utoipa::path(post, path = "/admin/users/{id}/deactivate", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deactivated"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot deactivate themself", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn deactivate_user(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+) -> AppResult<StatusCode> {
+    caller.require(&[Role::Admin])?;
+    not_self(&caller, id)?;
+    if store::set_active(state.db.write(), id, false).await? {
+        tracing::info!(admin = %caller.id, user = %id, "user deactivated");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_user(id))
+    }
+}
+
+/// Re-activates a user (they sign in again; old sessions stay revoked).
+#[utoipa::path(post, path = "/admin/users/{id}/activate", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Activated"),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn activate_user(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+) -> AppResult<StatusCode> {
+    caller.require(&[Role::Admin])?;
+    if store::set_active(state.db.write(), id, true).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_user(id))
+    }
+}
+
+/// Changes a user's role (effective in their next access token).
+#[utoipa::path(put, path = "/admin/users/{id}/role", tag = "admin",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "User id")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, description = "The updated user", body = UserProfile),
+        (status = 400, description = "Malformed id or JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot change their own role", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Unknown role", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn set_user_role(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(change): AppJson<RoleChange>,
+) -> AppResult<AppJson<UserProfile>> {
+    caller.require(&[Role::Admin])?;
+    not_self(&caller, id)?;
+    let row = store::set_role(state.db.write(), id, change.role)
+        .await?
+        .ok_or_else(|| no_user(id))?;
+    tracing::info!(admin = %caller.id, user = %id, role = %change.role, "role changed");
+    Ok(AppJson(UserProfile::from(row)))
+}

@@ -1,0 +1,148 @@
+//! `/api/v1/users/me`: the caller's own profile. There is deliberately no
+//! endpoint that reads another user's private data by id.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::store::{self, UserRow};
+use crate::auth::{AuthUser, Role, validate};
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::extract::AppJson;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(get_me, update_me))
+}
+
+/// A user's own view of their account.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UserProfile {
+    pub id: Uuid,
+    pub email: String,
+    pub display_name: String,
+    pub role: Role,
+    /// IANA time zone used for daily streaks.
+    pub timezone: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<UserRow> for UserProfile {
+    fn from(row: UserRow) -> Self {
+        Self {
+            role: row.role(),
+            id: row.id,
+            email: row.email,
+            display_name: row.display_name,
+            timezone: row.timezone,
+            created_at: row.created_at,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ProfileUpdate {
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub display_name: Option<String>,
+    /// IANA time zone name, e.g. `America/Chicago`.
+    #[schema(
+        max_length = 64,
+        pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$",
+        example = "America/Chicago"
+    )]
+    pub timezone: Option<String>,
+}
+
+fn private(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-store"),
+    );
+    response
+}
+
+/// A deactivated or deleted account's tokens stop working here at once.
+fn gone() -> AppError {
+    AppError::unauthenticated("This account no longer exists or is deactivated.", true)
+}
+
+/// The caller's profile. Read from the primary: right after a change the
+/// caller must see it.
+#[utoipa::path(get, path = "/users/me", tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's profile", body = UserProfile),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_me(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+    let row = store::find_by_id(state.db.read_fresh(), user.id)
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or_else(gone)?;
+    Ok(private(AppJson(UserProfile::from(row)).into_response()))
+}
+
+/// Updates the caller's display name and/or time zone.
+#[utoipa::path(patch, path = "/users/me", tag = "users",
+    security(("bearer" = [])),
+    request_body = ProfileUpdate,
+    responses(
+        (status = 200, description = "The updated profile", body = UserProfile),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn update_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(update): AppJson<ProfileUpdate>,
+) -> AppResult<Response> {
+    let mut errors: Vec<FieldError> = Vec::new();
+    let display_name = match update.display_name.as_deref().map(validate::display_name) {
+        Some(Ok(name)) => Some(name),
+        Some(Err(e)) => {
+            errors.push(e);
+            None
+        }
+        None => None,
+    };
+    let pool = state.db.write();
+    if let Some(zone) = update.timezone.as_deref() {
+        // Postgres knows the IANA database; an unknown zone is a field error.
+        let known: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
+                .bind(zone)
+                .fetch_one(pool)
+                .await?;
+        if !known {
+            errors.push(FieldError::new(
+                "timezone",
+                "must be an IANA time zone such as America/Chicago",
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::Validation(errors));
+    }
+    let row = store::update_profile(
+        pool,
+        user.id,
+        display_name.as_deref(),
+        update.timezone.as_deref(),
+    )
+    .await?
+    .filter(|u| u.is_active)
+    .ok_or_else(gone)?;
+    Ok(private(AppJson(UserProfile::from(row)).into_response()))
+}
