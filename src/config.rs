@@ -360,7 +360,7 @@ fn random_secret() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`; a bare number means seconds.
+/// Parses `250ms`, `5s`, `2m`, `1h`, `30d`; a bare number means seconds.
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let split = raw
@@ -375,9 +375,10 @@ pub fn parse_duration(raw: &str) -> Result<Duration, String> {
         "" | "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => {
             return Err(format!(
-                "unknown duration unit {other:?} in {raw:?} (use ms, s, m or h)"
+                "unknown duration unit {other:?} in {raw:?} (use ms, s, m, h or d)"
             ));
         }
     };
@@ -653,6 +654,7 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
     }

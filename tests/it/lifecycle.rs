@@ -147,3 +147,89 @@ async fn sigterm_lets_in_flight_requests_finish_while_ready_answers_503() {
     assert_eq!(entry["method"], "GET");
     assert!(entry["latency_ms"].as_f64().is_some_and(|ms| ms > 1000.0));
 }
+
+#[tokio::test]
+async fn production_refuses_to_start_with_a_weak_or_missing_signing_secret() {
+    for secret in [
+        None,
+        Some("too-short"),
+        Some("changeme-changeme-changeme-changeme-xyz"),
+    ] {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_refbackend"));
+        command
+            .arg("serve")
+            .env_remove("JWT_SECRET")
+            .env("APP_ENV", "production")
+            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
+            .env("BIND_ADDR", format!("127.0.0.1:{}", free_port()));
+        if let Some(s) = secret {
+            command.env("JWT_SECRET", s);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+            .await
+            .expect("exits at once")
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{secret:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("JWT_SECRET"), "{secret:?}: {stderr}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_command_creates_an_admin_and_promotes_an_existing_account() {
+    let db = services().create_database().await;
+    let run = |email: &'static str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_refbackend"))
+            .args(["admin", "--email", email])
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", &db.primary_url)
+            .env("ADMIN_PASSWORD", "a sufficiently long password")
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let created = run("root@example.com").await.expect("runs");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    assert!(String::from_utf8_lossy(&created.stdout).contains("created admin root@example.com"));
+
+    let pool = sqlx::PgPool::connect(&db.primary_url)
+        .await
+        .expect("connect");
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, display_name) VALUES (gen_random_uuid(), 'member@example.com', 'x', 'M')",
+    )
+    .execute(&pool)
+    .await
+    .expect("member");
+    let promoted = run("Member@Example.com").await.expect("runs");
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    let roles: Vec<(String, String)> =
+        sqlx::query_as("SELECT email, role FROM users ORDER BY email")
+            .fetch_all(&pool)
+            .await
+            .expect("roles");
+    assert_eq!(
+        roles,
+        vec![
+            ("member@example.com".to_owned(), "admin".to_owned()),
+            ("root@example.com".to_owned(), "admin".to_owned())
+        ]
+    );
+    let hash: String =
+        sqlx::query_scalar("SELECT password_hash FROM users WHERE email = 'root@example.com'")
+            .fetch_one(&pool)
+            .await
+            .expect("hash");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
+    pool.close().await;
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# HTTP benchmarks of the release build, compared in the same run against the two
+# reference programs (benches/reference/), as DESIGN.md prescribes: the server,
+# Postgres and Redis pinned to core 0, wrk on core 1, median of 3 runs.
+# Results go to stdout as markdown rows (copy them into docs/benchmarks.md).
+#
+#   benches/http.sh              # everything (~6 minutes)
+#   DURATION=5 RUNS=1 benches/http.sh   # a quick look
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$(pwd)
+DURATION=${DURATION:-15}
+RUNS=${RUNS:-3}
+CONNS=${CONNS:-64}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+
+command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+cargo build --release --locked --bin refbackend --examples --quiet
+BIN=$TARGET/release/refbackend
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/refbackend-bench.XXXXXX"); chmod 755 "$WORK"
+PG_PORT=$(free_port); REDIS_PORT=$(free_port); API_PORT=$(free_port); REF_PORT=$(free_port)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+    scripts/pg-node stop "$WORK/primary" fast >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+# Dependencies on core 0, like the server.
+taskset -c 0 scripts/pg-node init-primary "$WORK/primary" "$PG_PORT" >/dev/null
+taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --daemonize yes --dir "$WORK" --logfile "$WORK/redis.log" >/dev/null
+"$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -q -c "CREATE DATABASE bench" >/dev/null
+
+export APP_ENV=test LOG_FORMAT=json RUST_LOG=warn
+export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench"
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+export JWT_SECRET="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')"
+# The login flood would otherwise be (correctly) rate limited after 10 tries.
+export RATE_LIMIT_LOGIN_ACCOUNT=100000000/1m RATE_LIMIT_LOGIN_IP=100000000/1m RATE_LIMIT_REGISTER_IP=100000000/1m
+"$BIN" migrate && "$BIN" seed
+
+wait_port() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$1$2" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+# start NAME PORT PATH CMD...: runs CMD pinned to core 0 in the background.
+start() {
+    local port=$2 path=$3; shift 3
+    BIND_ADDR="127.0.0.1:$port" taskset -c 0 "$@" >"$WORK/server.log" 2>&1 &
+    SERVER_PID=$!; PIDS+=("$SERVER_PID")
+    wait_port "$port" "$path"
+}
+stop() { kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; }
+rss_mb() { awk -v k="$2:" '$1==k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+
+# bench LABEL URL CONNS: median-of-RUNS row.
+bench() {
+    local label=$1 url=$2 conns=$3 results=()
+    for _ in $(seq 1 "$RUNS"); do
+        results+=("$(taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s benches/wrk/report.lua "$url" | awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}')")
+    done
+    local median
+    median=$(printf '%s\n' "${results[@]}" | sort -n -k1 | sed -n "$(( (RUNS + 1) / 2 ))p")
+    read -r rps p50 p95 p99 non2xx errors <<<"$median"
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$label" "$conns" "$rps" "$p50" "$p95" "$p99" "$non2xx" "$errors"
+    LAST_RPS=$rps
+}
+
+echo "| what | conns | req/s | p50 ms | p95 ms | p99 ms | non-2xx | socket errors |"
+echo "|---|---|---|---|---|---|---|---|"
+
+start ref "$REF_PORT" / "$TARGET/release/examples/bare_axum"
+bench "reference: bare axum, 200-byte JSON" "http://127.0.0.1:$REF_PORT/" "$CONNS"; BARE=$LAST_RPS
+stop
+
+start ref "$REF_PORT" /cities/1 env POOL_SIZE=20 "$TARGET/release/examples/bare_axum_sqlx"
+bench "reference: bare axum + sqlx, PK select" "http://127.0.0.1:$REF_PORT/cities/1" "$CONNS"; BARE_SQL=$LAST_RPS
+stop
+
+start api "$API_PORT" /health "$BIN" serve
+API_PID=$SERVER_PID
+IDLE_RSS=$(rss_mb "$API_PID" VmRSS)
+bench "refbackend GET /health" "http://127.0.0.1:$API_PORT/health" "$CONNS"
+bench "refbackend GET /api/v1/cities/{id} (one PK select)" "http://127.0.0.1:$API_PORT/api/v1/cities/1" "$CONNS"; API_SQL=$LAST_RPS
+bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST=$LAST_RPS
+bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 256
+bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 1024
+
+# Login flood: logins/s, and /health latency while it runs (both generators on core 1).
+curl -fsS -o /dev/null -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"bench@example.com","password":"benchmark password","display_name":"Bench"}'
+LOGIN='{"email":"bench@example.com","password":"benchmark password"}'
+WRK_BODY=$LOGIN taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" -s benches/wrk/report.lua \
+    "http://127.0.0.1:$API_PORT/api/v1/auth/login" >"$WORK/login.out" &
+FLOOD=$!
+sleep 1
+taskset -c 1 wrk -t1 -c8 -d"$((DURATION - 2))s" -s benches/wrk/report.lua "http://127.0.0.1:$API_PORT/health" >"$WORK/health.out"
+wait "$FLOOD"
+read -r lrps lp50 lp95 lp99 lnon lerr < <(awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}' "$WORK/login.out")
+read -r hrps hp50 hp95 hp99 hnon herr < <(awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}' "$WORK/health.out")
+printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "login flood: POST /api/v1/auth/login" 32 "$lrps" "$lp50" "$lp95" "$lp99" "$lnon" "$lerr"
+printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "… meanwhile GET /health" 8 "$hrps" "$hp50" "$hp95" "$hp99" "$hnon" "$herr"
+PEAK_RSS=$(rss_mb "$API_PID" VmHWM)
+stop
+
+echo
+echo "Ratios: /health-free cached target compares with bare axum ($BARE req/s);"
+echo "  GET /api/v1/cities/{id} vs bare axum + sqlx: $(python3 -c "print(f'{$API_SQL / $BARE_SQL * 100:.0f} %')")"
+echo "  GET /api/v1/cities (20 rows) vs bare axum: $(python3 -c "print(f'{$API_LIST / $BARE * 100:.0f} %')")"
+echo "RSS of refbackend: idle ${IDLE_RSS} MB, peak ${PEAK_RSS} MB"
