@@ -10,6 +10,13 @@ use refbackend::config::Config;
 use refbackend::db::{self, pool};
 use refbackend::{seed, server, telemetry};
 
+/// mimalloc instead of glibc malloc: argon2id allocates ~19 MiB per hash, and
+/// glibc's arenas kept those blocks (RSS past 900 MB under a login flood, see
+/// docs/benchmarks.md); mimalloc reuses them, so RSS stays near
+/// `PASSWORD_HASH_CONCURRENCY` × 19 MiB.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "refbackend",

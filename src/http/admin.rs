@@ -62,10 +62,20 @@ pub async fn deactivate_user(
     caller: AuthUser,
     AppPath(id): AppPath<Uuid>,
 ) -> AppResult<StatusCode> {
+    set_active(&state, &caller, id, false).await
+}
+
+/// The shared body of activate and deactivate.
+async fn set_active(
+    state: &AppState,
+    caller: &AuthUser,
+    id: Uuid,
+    active: bool,
+) -> AppResult<StatusCode> {
     caller.require(&[Role::Admin])?;
-    not_self(&caller, id)?;
-    if store::set_active(state.db.write(), id, false).await? {
-        tracing::info!(admin = %caller.id, user = %id, "user deactivated");
+    not_self(caller, id)?;
+    if store::set_active(state.db.write(), id, active).await? {
+        tracing::info!(admin = %caller.id, user = %id, active, "user activation changed");
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_user(id))
@@ -82,18 +92,14 @@ pub async fn deactivate_user(
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An admin cannot change their own activation", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn activate_user(
     State(state): State<AppState>,
     caller: AuthUser,
     AppPath(id): AppPath<Uuid>,
 ) -> AppResult<StatusCode> {
-    caller.require(&[Role::Admin])?;
-    if store::set_active(state.db.write(), id, true).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_user(id))
-    }
+    set_active(&state, &caller, id, true).await
 }
 
 /// Changes a user's role (effective in their next access token).

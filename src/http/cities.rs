@@ -19,6 +19,15 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_city))
 }
 
+/// Cities change rarely: shared caches (nginx, CDNs) may keep them a minute.
+fn public(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),
+    );
+    response
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct City {
     pub id: i64,
@@ -94,12 +103,9 @@ pub async fn list_cities(
         })
         .await?;
     let (items, next_cursor) = finish_page(rows, page.limit, |c| (c.name.clone(), c.id));
-    let mut response = AppJson(CityPage { items, next_cursor }).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),
-    );
-    Ok(response)
+    Ok(public(
+        AppJson(CityPage { items, next_cursor }).into_response(),
+    ))
 }
 
 /// One city by id. Public and cacheable; served from a read replica when one is healthy.
@@ -129,10 +135,5 @@ pub async fn get_city(
         })
         .await?
         .ok_or_else(|| AppError::NotFound(format!("No city with id {id}")))?;
-    let mut response = AppJson(city).into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),
-    );
-    Ok(response)
+    Ok(public(AppJson(city).into_response()))
 }
