@@ -214,3 +214,55 @@ async fn a_replica_whose_replay_is_paused_past_the_lag_bound_leaves_the_rotation
     replica_pool.close().await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_whose_replica_connection_breaks_is_retried_once_on_the_primary() {
+    let replica = services().dedicated_replica().await;
+    // Health checks far apart: the replica is still "in rotation" when it dies,
+    // so the read really goes there first.
+    let app = TestApp::builder()
+        .replica_port(replica.port())
+        .env("HEALTH_CHECK_INTERVAL", "60s")
+        .start()
+        .await;
+    let (status, _) = app.get_json("/api/v1/cities?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        1.0
+    );
+
+    tokio::task::block_in_place(|| replica.stop());
+    let (status, body) = app.get_json("/api/v1/cities?limit=1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        2.0
+    );
+    assert_eq!(
+        app.metric("db_read_fallbacks_total", &[("reason", "replica_error")])
+            .await,
+        1.0
+    );
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "primary")]).await,
+        1.0
+    );
+    // The broken replica left the rotation at once: the next read goes straight
+    // to the primary without trying it again.
+    let (status, _) = app.get_json("/api/v1/cities?limit=1").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        2.0
+    );
+    assert_eq!(
+        app.metric(
+            "db_read_fallbacks_total",
+            &[("reason", "no_replica_in_rotation")]
+        )
+        .await,
+        1.0
+    );
+    app.stop().await;
+}
