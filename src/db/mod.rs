@@ -92,10 +92,21 @@ impl Db {
                 .pool_max_connections
                 .with_label_values(&[replica.name.as_str()])
                 .set(i64::from(config.replica_pool.max_connections));
+            let name = [replica.name.as_str()];
+            metrics.replica_in_rotation.with_label_values(&name).set(0);
             metrics
-                .replica_in_rotation
-                .with_label_values(&[replica.name.as_str()])
-                .set(0);
+                .replica_lag_seconds
+                .with_label_values(&name)
+                .set(0.0);
+            metrics.replica_lag_bytes.with_label_values(&name).set(0);
+        }
+        // Export every series from the start (at zero), so dashboards and alert
+        // rules find them before the first fallback happens.
+        for reason in ["no_replica_in_rotation", "replica_error"] {
+            metrics
+                .db_read_fallbacks_total
+                .with_label_values(&[reason])
+                .inc_by(0);
         }
         Ok(Self {
             inner: Arc::new(Inner {

@@ -8,6 +8,7 @@ mod services;
 mod support;
 
 mod auth;
+mod balancer;
 mod cities;
 mod http_stack;
 mod lifecycle;

@@ -287,3 +287,69 @@ pub async fn wait_for_catch_up(primary_url: &str, replica_url: &str) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A free TCP port on 127.0.0.1 (bound then released: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The real `refbackend serve` binary as a child process (killed when dropped).
+pub struct BinaryServer {
+    pub child: tokio::process::Child,
+    pub port: u16,
+}
+
+impl BinaryServer {
+    /// Starts `refbackend serve` on `port` against `db` (primary only) and the
+    /// shared Redis, with `extra` settings, and waits until `/ready` is 200.
+    pub async fn start(db: &TestDatabase, port: u16, extra: &[(&str, &str)]) -> BinaryServer {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_refbackend"));
+        command
+            .arg("serve")
+            .env("APP_ENV", "test")
+            .env("DATABASE_URL", &db.primary_url)
+            .env("REDIS_URL", services().redis_url())
+            .env("REDIS_KEY_PREFIX", format!("{}:", db.name))
+            .env("BIND_ADDR", format!("127.0.0.1:{port}"))
+            .env("JWT_SECRET", TEST_SECRET)
+            .env("HEALTH_CHECK_INTERVAL", "100ms")
+            .env("SHUTDOWN_READINESS_DELAY", "0s")
+            .env("RUST_LOG", "warn")
+            .kill_on_drop(true);
+        for (k, v) in extra {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn refbackend");
+        let server = BinaryServer { child, port };
+        server.wait_ready().await;
+        server
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = client
+                .get(self.url("/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::OK);
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance on {} did not become ready",
+                self.port
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

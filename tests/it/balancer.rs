@@ -1,0 +1,216 @@
+//! Stage 2 for real: three instances of the binary behind the project's own
+//! nginx configuration (deploy/nginx/nginx.conf), one of them killed and
+//! restarted under load.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::services::services;
+use crate::support::{BinaryServer, free_port, metric_value};
+
+/// nginx running `deploy/nginx/nginx.conf` with a generated upstream list.
+struct Nginx {
+    child: tokio::process::Child,
+    port: u16,
+    _prefix: TempDir,
+}
+
+/// A directory removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn nginx_binary() -> PathBuf {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .expect(
+            "nginx is not installed: run scripts/test, which installs it (apt-get install nginx)",
+        )
+}
+
+impl Nginx {
+    async fn start(upstream_ports: &[u16]) -> Nginx {
+        let prefix = std::env::temp_dir().join(format!(
+            "refbackend-nginx-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(prefix.join("cache")).expect("prefix");
+        // Workers run as an unprivileged user when nginx starts as root.
+        for (dir, mode) in [(prefix.clone(), 0o755), (prefix.join("cache"), 0o777)] {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                .expect("chmod");
+        }
+        let port = free_port();
+        let shipped = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/deploy/nginx/nginx.conf"
+        ))
+        .expect("deploy/nginx/nginx.conf");
+        assert!(shipped.contains("listen 8080;"));
+        std::fs::write(
+            prefix.join("nginx.conf"),
+            shipped
+                .replace("listen 8080;", &format!("listen 127.0.0.1:{port};"))
+                // Two cores: one worker leaves the other to the instances.
+                .replace("worker_processes auto;", "worker_processes 1;"),
+        )
+        .expect("write conf");
+        let servers: String = upstream_ports
+            .iter()
+            .map(|p| format!("    server 127.0.0.1:{p} weight=1 max_fails=1 fail_timeout=2s;\n"))
+            .collect();
+        std::fs::write(
+            prefix.join("upstream.conf"),
+            format!("upstream refbackend {{\n    least_conn;\n{servers}    keepalive 16;\n}}\n"),
+        )
+        .expect("write upstream");
+        let conf = prefix.join("nginx.conf");
+        let child = tokio::process::Command::new(nginx_binary())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn nginx");
+        let nginx = Nginx {
+            child,
+            port,
+            _prefix: TempDir(prefix),
+        };
+        let client = reqwest::Client::new();
+        for _ in 0..100 {
+            if client.get(nginx.url("/nginx-health")).send().await.is_ok() {
+                return nginx;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nginx did not start");
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restarted() {
+    let db = services().create_database().await;
+    let pool = sqlx::PgPool::connect(&db.primary_url)
+        .await
+        .expect("connect");
+    refbackend::seed::run(&pool).await.expect("seed");
+    pool.close().await;
+
+    let ports = [free_port(), free_port(), free_port()];
+    let settings = [
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+        ("DB_POOL_MAX_CONNECTIONS", "5"),
+    ];
+    let mut instances = Vec::new();
+    for port in ports {
+        instances.push(BinaryServer::start(&db, port, &settings).await);
+    }
+    let mut nginx = Nginx::start(&ports).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // A repeated public GET is served from nginx's cache.
+    let first = client
+        .get(nginx.url("/api/v1/cities?limit=3"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["x-cache-status"], "MISS");
+    let second = client
+        .get(nginx.url("/api/v1/cities?limit=3"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(second.headers()["x-cache-status"], "HIT");
+    // Per-user data never is.
+    let private = client.get(nginx.url("/health")).send().await.expect("sent");
+    assert_ne!(private.headers()["x-cache-status"], "HIT");
+
+    // Load through nginx: uncacheable /health and per-id city reads (cacheable
+    // once each), from 8 clients, for a bounded time.
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut workers = Vec::new();
+    for w in 0..8_u64 {
+        let (client, ok, failed) = (client.clone(), ok.clone(), failed.clone());
+        let base = nginx.url("");
+        workers.push(tokio::spawn(async move {
+            let mut i = w;
+            while tokio::time::Instant::now() < deadline {
+                let path = if i % 2 == 0 {
+                    "/health".to_owned()
+                } else {
+                    format!("/api/v1/cities/{}", 1 + i % 30)
+                };
+                match client.get(format!("{base}{path}")).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+                i += 8;
+            }
+        }));
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_port = instances[0].port;
+    instances[0].child.start_kill().expect("kill");
+    let _ = instances[0].child.wait().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    instances[0] = BinaryServer::start(&db, killed_port, &settings).await;
+
+    for worker in workers {
+        worker.await.expect("worker");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "balancer: {ok} GETs succeeded, {failed} failed, across a kill and restart of one of 3 instances"
+    );
+    assert!(ok > 500, "enough load to mean something: {ok}");
+    assert_eq!(failed, 0, "no GET may fail while an instance dies");
+
+    // The restarted instance takes traffic again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for _ in 0..20 {
+            let _ = client.get(nginx.url("/health")).send().await;
+        }
+        let text = client
+            .get(instances[0].url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metric_value(&text, "api_requests_total", &[("endpoint", "/health")]) > 0.0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the restarted instance got no traffic"
+        );
+    }
+    let _ = nginx.child.start_kill();
+}
