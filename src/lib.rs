@@ -17,4 +17,5 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod seed;
 pub mod server;
+pub mod spanish;
 pub mod telemetry;
