@@ -17,6 +17,7 @@ use utoipa::{Modify, OpenApi};
         (name = "auth", description = "Accounts: register, login, rotating refresh tokens, logout"),
         (name = "users", description = "The caller's own profile"),
         (name = "admin", description = "Administration (role admin)"),
+        (name = "verbs", description = "Spanish verbs and their conjugations"),
         (name = "civic", description = "CivicQ: cities, questions, votes, answers"),
     ),
     modifiers(&BearerAuth),

@@ -1,8 +1,8 @@
 //! CivicQ cities: the public catalogue questions belong to.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -10,7 +10,8 @@ use utoipa_axum::routes;
 
 use crate::app::AppState;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::caching::json_with_etag;
+use crate::http::extract::{AppPath, AppQuery};
 use crate::http::pagination::{PageQuery, finish_page};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -20,13 +21,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// Cities change rarely: shared caches (nginx, CDNs) may keep them a minute.
-fn public(mut response: Response) -> Response {
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=60, stale-while-revalidate=30"),
-    );
-    response
-}
+const CACHE: &str = "public, max-age=60, stale-while-revalidate=30";
 
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct City {
@@ -56,12 +51,14 @@ pub struct CityPage {
     params(PageQuery),
     responses(
         (status = 200, description = "A page of cities", body = CityPage),
+        (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Malformed query string", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_cities(
     State(state): State<AppState>,
+    headers: HeaderMap,
     AppQuery(query): AppQuery<PageQuery>,
 ) -> AppResult<Response> {
     let page = query.parse::<(String, i64)>()?;
@@ -103,9 +100,7 @@ pub async fn list_cities(
         })
         .await?;
     let (items, next_cursor) = finish_page(rows, page.limit, |c| (c.name.clone(), c.id));
-    Ok(public(
-        AppJson(CityPage { items, next_cursor }).into_response(),
-    ))
+    json_with_etag(&headers, &CityPage { items, next_cursor }, CACHE)
 }
 
 /// One city by id. Public and cacheable; served from a read replica when one is healthy.
@@ -113,12 +108,14 @@ pub async fn list_cities(
     params(("id" = i64, Path, description = "City id")),
     responses(
         (status = 200, description = "The city", body = City),
+        (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "The id is not an integer", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_city(
     State(state): State<AppState>,
+    headers: HeaderMap,
     AppPath(id): AppPath<i64>,
 ) -> AppResult<Response> {
     let city = state
@@ -135,5 +132,5 @@ pub async fn get_city(
         })
         .await?
         .ok_or_else(|| AppError::NotFound(format!("No city with id {id}")))?;
-    Ok(public(AppJson(city).into_response()))
+    json_with_etag(&headers, &city, CACHE)
 }

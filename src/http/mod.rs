@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod caching;
 pub mod cities;
 pub mod extract;
 pub mod observe;
@@ -10,6 +11,7 @@ pub mod operations;
 pub mod pagination;
 pub mod problems;
 pub mod users;
+pub mod verbs;
 
 use axum::http::Uri;
 use utoipa_axum::router::OpenApiRouter;
@@ -24,6 +26,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(admin::router())
         .merge(cities::router())
+        .merge(verbs::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

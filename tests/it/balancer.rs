@@ -82,7 +82,6 @@ impl Nginx {
             .args(["-g", "daemon off;"])
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .expect("spawn nginx");
         let nginx = Nginx {
@@ -102,6 +101,28 @@ impl Nginx {
 
     fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Asks the master to stop (SIGTERM: it stops its workers too) and waits.
+    async fn stop(mut self) {
+        self.terminate();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+
+    fn terminate(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+impl Drop for Nginx {
+    /// SIGKILL (kill_on_drop) would leave the workers running as orphans;
+    /// SIGTERM makes the master take them down with it.
+    fn drop(&mut self) {
+        self.terminate();
     }
 }
 
@@ -123,7 +144,7 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
     for port in ports {
         instances.push(BinaryServer::start(&db, port, &settings).await);
     }
-    let mut nginx = Nginx::start(&ports).await;
+    let nginx = Nginx::start(&ports).await;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -212,5 +233,5 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
             "the restarted instance got no traffic"
         );
     }
-    let _ = nginx.child.start_kill();
+    nginx.stop().await;
 }

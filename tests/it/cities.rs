@@ -96,3 +96,19 @@ async fn a_city_is_found_by_id_and_a_missing_or_malformed_id_is_a_problem() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn cities_carry_an_etag_and_answer_304_when_unchanged() {
+    let app = TestApp::start().await;
+    let first = app.get("/api/v1/cities?limit=5").await;
+    let etag = first.headers()["etag"].to_str().expect("ascii").to_owned();
+    let again = app
+        .client
+        .get(app.url("/api/v1/cities?limit=5"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(again.status(), 304);
+    app.stop().await;
+}

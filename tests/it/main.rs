@@ -14,3 +14,4 @@ mod http_stack;
 mod lifecycle;
 mod operations;
 mod routing;
+mod verbs;
