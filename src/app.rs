@@ -31,9 +31,21 @@ use crate::ratelimit::RateLimiter;
 /// CPU than it saves on the wire.
 pub const COMPRESSION_MIN_BYTES: u64 = 1000;
 
-/// Everything a handler can reach. Every field is a cheap handle (an `Arc` inside).
+/// Everything a handler can reach. axum clones the state for every extraction,
+/// so it is one `Arc` around the handles rather than a dozen of them.
 #[derive(Clone)]
 pub struct AppState {
+    inner: Arc<AppStateInner>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+    fn deref(&self) -> &AppStateInner {
+        &self.inner
+    }
+}
+
+pub struct AppStateInner {
     pub config: Arc<Config>,
     pub db: Db,
     pub redis: Redis,
@@ -85,12 +97,14 @@ impl App {
         ));
         Ok(Self {
             state: AppState {
-                config: Arc::new(config),
-                db,
-                redis,
-                auth,
-                metrics,
-                health,
+                inner: Arc::new(AppStateInner {
+                    config: Arc::new(config),
+                    db,
+                    redis,
+                    auth,
+                    metrics,
+                    health,
+                }),
             },
             stop,
             monitor,
