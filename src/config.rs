@@ -3,7 +3,7 @@
 //! fails with one message that lists each variable to fix.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -125,8 +125,8 @@ pub struct HttpConfig {
     pub shutdown_readiness_delay: Duration,
     /// Upper bound on how long in-flight requests may take to finish after that.
     pub shutdown_drain_timeout: Duration,
-    /// Peers whose `X-Forwarded-For` is believed (the load balancers).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` is believed (the load balancers): IPs or CIDR networks.
+    pub trusted_proxies: Vec<crate::auth::client_ip::TrustedProxy>,
 }
 
 #[derive(Debug, Clone)]
