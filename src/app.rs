@@ -84,7 +84,7 @@ impl App {
         }
         let health = Arc::new(Health::default());
         let interval = config.database.health_check_interval;
-        let check_timeout = interval.clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let check_timeout = config.database.health_check_timeout();
         monitor::check_once(&db, &redis, &health, &metrics, check_timeout).await;
         let (stop, stop_rx) = watch::channel(false);
         let monitor = tokio::spawn(monitor::run(
@@ -93,6 +93,7 @@ impl App {
             health.clone(),
             metrics.clone(),
             interval,
+            check_timeout,
             stop_rx,
         ));
         Ok(Self {

@@ -176,6 +176,16 @@ pub struct Config {
     pub log: LogConfig,
 }
 
+impl DatabaseConfig {
+    /// How long one health check (of a node or of Redis) may take: the check
+    /// interval, but never below 200 ms (a loaded box) nor above 2 s (a dead
+    /// node must be noticed quickly).
+    pub fn health_check_timeout(&self) -> Duration {
+        self.health_check_interval
+            .clamp(Duration::from_millis(200), Duration::from_secs(2))
+    }
+}
+
 /// Every setting that failed validation, one line each.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]

@@ -116,16 +116,16 @@ pub async fn check_once(
     });
 }
 
-/// Checks every `interval` until `stop` changes.
+/// Checks every `interval` (each check bounded by `timeout`) until `stop` changes.
 pub async fn run(
     db: Db,
     redis: Redis,
     health: Arc<Health>,
     metrics: Metrics,
     interval: Duration,
+    timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let timeout = interval.clamp(Duration::from_millis(200), Duration::from_secs(2));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -58,9 +58,7 @@ struct Inner {
 impl Db {
     /// Builds every pool without connecting yet (see [`pool::lazy_pool`]).
     pub fn new(config: &DatabaseConfig, metrics: Metrics) -> Result<Self, sqlx::Error> {
-        let check_timeout = config
-            .health_check_interval
-            .clamp(Duration::from_millis(200), Duration::from_secs(2));
+        let check_timeout = config.health_check_timeout();
         let probe_config = PoolConfig {
             max_connections: 1,
             min_idle: 0,

@@ -12,11 +12,13 @@ use crate::error::{AppError, AppResult};
 
 /// `"<first 16 bytes of SHA-256, hex>"`.
 pub fn etag_of(body: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(body);
     let mut tag = String::with_capacity(34);
     tag.push('"');
     for byte in &digest[..16] {
-        tag.push_str(&format!("{byte:02x}"));
+        tag.push(char::from(HEX[usize::from(byte >> 4)]));
+        tag.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     tag.push('"');
     tag
