@@ -81,14 +81,31 @@ start ref "$REF_PORT" /cities/1 env POOL_SIZE=20 "$TARGET/release/examples/bare_
 bench "reference: bare axum + sqlx, PK select" "http://127.0.0.1:$REF_PORT/cities/1" "$CONNS"; BARE_SQL=$LAST_RPS
 stop
 
-start api "$API_PORT" /health "$BIN" serve
+# Uncached: every request reaches Postgres (CACHE_ENABLED=false).
+start api "$API_PORT" /health env CACHE_ENABLED=false "$BIN" serve
 API_PID=$SERVER_PID
 IDLE_RSS=$(rss_mb "$API_PID" VmRSS)
 bench "refbackend GET /health" "http://127.0.0.1:$API_PORT/health" "$CONNS"; API_HEALTH=$LAST_RPS
-bench "refbackend GET /api/v1/cities/{id} (one PK select)" "http://127.0.0.1:$API_PORT/api/v1/cities/1" "$CONNS"; API_SQL=$LAST_RPS
+bench "refbackend GET /api/v1/cities/{id} (one PK select, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities/1" "$CONNS"; API_SQL=$LAST_RPS
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST=$LAST_RPS
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 256
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 1024
+bench "refbackend GET /api/v1/exercises (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_MISS=$LAST_RPS
+stop
+
+# L2: an L1 that expires after 1 ms, so (nearly) every request is a Redis hit.
+start api "$API_PORT" /health env CACHE_TTL_CITIES=1ms,10m CACHE_TTL_EXERCISES=1ms,10m "$BIN" serve
+bench "refbackend GET /api/v1/cities (L2 Redis hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST_L2=$LAST_RPS
+bench "refbackend GET /api/v1/exercises (L2 Redis hit)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_L2=$LAST_RPS
+stop
+
+# Production defaults: L1 hits.
+start api "$API_PORT" /health "$BIN" serve
+API_PID=$SERVER_PID
+bench "refbackend GET /api/v1/cities (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST_L1=$LAST_RPS
+bench "refbackend GET /api/v1/exercises (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_L1=$LAST_RPS
+bench "refbackend GET /api/v1/verbs/tener/conjugations (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/verbs/tener/conjugations" "$CONNS"; API_CONJ=$LAST_RPS
+bench "refbackend GET /api/v1/cities (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" 1024
 
 # Login flood: logins/s, and /health latency while it runs (both generators on core 1).
 curl -fsS -o /dev/null -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
@@ -113,4 +130,7 @@ echo "Ratios:"
 echo "  GET /health (full middleware stack, no I/O) vs bare axum: $(pct "$API_HEALTH" "$BARE")"
 echo "  GET /api/v1/cities/{id} vs bare axum + sqlx: $(pct "$API_SQL" "$BARE_SQL")"
 echo "  GET /api/v1/cities (20 rows, uncached) vs bare axum: $(pct "$API_LIST" "$BARE")"
+echo "  GET /api/v1/cities: L1 hit $(pct "$API_LIST_L1" "$BARE"), L2 hit $(pct "$API_LIST_L2" "$BARE") of bare axum"
+echo "  GET /api/v1/exercises: L1 hit $(pct "$API_EX_L1" "$BARE"), L2 hit $(pct "$API_EX_L2" "$BARE"), uncached $(pct "$API_EX_MISS" "$BARE") of bare axum"
+echo "  GET /api/v1/verbs/tener/conjugations (L1 hit) vs bare axum: $(pct "$API_CONJ" "$BARE")"
 echo "RSS of refbackend: idle ${IDLE_RSS} MB, peak ${PEAK_RSS} MB"

@@ -18,9 +18,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::Auth;
+use crate::cache::Cache;
 use crate::cache::redis::Redis;
 use crate::config::{Config, CorsOrigins};
 use crate::db::Db;
+use crate::db::consistency::WriteTokens;
 use crate::http;
 use crate::metrics::Metrics;
 use crate::monitor::{self, Health};
@@ -49,6 +51,9 @@ pub struct AppStateInner {
     pub config: Arc<Config>,
     pub db: Db,
     pub redis: Redis,
+    pub cache: Cache,
+    /// Per-user "last write" positions for read-your-writes on replicas.
+    pub write_tokens: WriteTokens,
     pub auth: Auth,
     pub metrics: Metrics,
     pub health: Arc<Health>,
@@ -59,6 +64,8 @@ pub struct App {
     pub state: AppState,
     stop: watch::Sender<bool>,
     monitor: JoinHandle<()>,
+    subscriber: JoinHandle<()>,
+    maintenance: JoinHandle<()>,
 }
 
 impl App {
@@ -69,18 +76,46 @@ impl App {
         let metrics = Metrics::new();
         let db =
             Db::new(&config.database, metrics.clone()).context("configuring database pools")?;
-        let redis = Redis::new(&config.redis, metrics.redis_errors_total.clone())
-            .context("configuring Redis")?;
+        let redis = Redis::new(
+            &config.redis,
+            metrics.redis_errors_total.clone(),
+            metrics.redis_circuit_open.clone(),
+        )
+        .context("configuring Redis")?;
         let limiter = RateLimiter::new(
             redis.clone(),
             &config.redis.key_prefix,
             metrics.rate_limit_decisions_total.clone(),
         );
         let auth = Auth::new(&config.auth, limiter).context("configuring authentication")?;
+        let cache = Cache::new(
+            &config.cache,
+            redis.clone(),
+            &config.redis.key_prefix,
+            metrics.clone(),
+        );
+        // A replica in rotation lags at most the lag bound (as of the last
+        // check): past this, every replica in rotation has a user's write.
+        let token_ttl = config.database.replica_max_lag
+            + 2 * config.database.health_check_interval
+            + Duration::from_secs(1);
+        let write_tokens = WriteTokens::new(redis.clone(), &config.redis.key_prefix, token_ttl);
+        let pubsub_client =
+            ::redis::Client::open(config.redis.url.expose()).context("configuring Redis")?;
         if config.database.migrate_on_start {
             crate::db::migrate::run(db.write())
                 .await
                 .context("running migrations at start-up")?;
+        }
+        // Partitions for now and the next periods, before the first request —
+        // bounded, so an unreachable primary does not hold up start-up (the
+        // periodic task retries).
+        let first_round = crate::maintenance::run_once(db.write(), &metrics);
+        if tokio::time::timeout(Duration::from_secs(5), first_round)
+            .await
+            .is_err()
+        {
+            tracing::warn!("start-up maintenance timed out; the periodic task will retry");
         }
         let health = Arc::new(Health::default());
         let interval = config.database.health_check_interval;
@@ -94,6 +129,17 @@ impl App {
             metrics.clone(),
             interval,
             check_timeout,
+            stop_rx.clone(),
+        ));
+        let subscriber = tokio::spawn(cache.clone().run_subscriber(
+            pubsub_client,
+            config.redis.response_timeout,
+            stop_rx.clone(),
+        ));
+        let maintenance = tokio::spawn(crate::maintenance::run(
+            db.write().clone(),
+            metrics.clone(),
+            config.database.maintenance_interval,
             stop_rx,
         ));
         Ok(Self {
@@ -102,6 +148,8 @@ impl App {
                     config: Arc::new(config),
                     db,
                     redis,
+                    cache,
+                    write_tokens,
                     auth,
                     metrics,
                     health,
@@ -109,6 +157,8 @@ impl App {
             },
             stop,
             monitor,
+            subscriber,
+            maintenance,
         })
     }
 
@@ -120,6 +170,8 @@ impl App {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.monitor.await;
+        let _ = self.subscriber.await;
+        let _ = self.maintenance.await;
         self.state.db.close().await;
     }
 }

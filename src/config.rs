@@ -7,6 +7,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::cache::{Namespace, Ttls};
+use crate::spanish::checker::AccentPolicy;
+
 /// Which environment the process runs in. Production turns on the strict checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AppEnv {
@@ -93,6 +96,9 @@ pub struct DatabaseConfig {
     pub health_check_interval: Duration,
     /// Run migrations when `serve` starts (under an advisory lock).
     pub migrate_on_start: bool,
+    /// How often to create partitions ahead and purge expired keys/tokens
+    /// (`MAINTENANCE_INTERVAL`, default 1h).
+    pub maintenance_interval: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -102,6 +108,26 @@ pub struct RedisConfig {
     pub key_prefix: String,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+}
+
+/// The layered cache (L1 in-process, L2 Redis) for public data.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// `CACHE_ENABLED=false` serves every read from the database (for
+    /// measuring the uncached path, or debugging); ETags still work.
+    pub enabled: bool,
+    /// Bound on the L1's memory, in bytes of cached bodies (`CACHE_L1_MAX_BYTES`).
+    pub l1_max_bytes: u64,
+    /// (L1, L2) TTLs per namespace, from `CACHE_TTL_<NAMESPACE>=<l1>,<l2>`.
+    pub ttls: [Ttls; Namespace::ALL.len()],
+}
+
+/// Subjunctive-practice settings.
+#[derive(Debug, Clone)]
+pub struct PracticeConfig {
+    /// `PRACTICE_ACCENT_POLICY`: `warn` (accent slips count as right, with a
+    /// warning) or `strict` (they count as wrong).
+    pub accent_policy: AccentPolicy,
 }
 
 /// Which browser origins may call the API.
@@ -172,6 +198,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub cache: CacheConfig,
+    pub practice: PracticeConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -233,6 +261,7 @@ impl Config {
             health_check_interval: env
                 .duration("HEALTH_CHECK_INTERVAL", Duration::from_millis(1000)),
             migrate_on_start: env.parse("MIGRATE_ON_START", false),
+            maintenance_interval: env.duration("MAINTENANCE_INTERVAL", Duration::from_secs(3600)),
         };
 
         let redis = RedisConfig {
@@ -247,6 +276,19 @@ impl Config {
             response_timeout: env.duration("REDIS_RESPONSE_TIMEOUT", Duration::from_millis(250)),
         };
 
+        let cache = env.cache();
+        let practice = PracticeConfig {
+            accent_policy: match env.optional("PRACTICE_ACCENT_POLICY").as_deref() {
+                None | Some("warn") => AccentPolicy::Warn,
+                Some("strict") => AccentPolicy::Strict,
+                Some(other) => {
+                    env.errors.push(format!(
+                        "PRACTICE_ACCENT_POLICY: expected `warn` or `strict`, got `{other}`"
+                    ));
+                    AccentPolicy::Warn
+                }
+            },
+        };
         let auth = env.auth(app_env);
 
         let default_format = if app_env == AppEnv::Development {
@@ -274,6 +316,8 @@ impl Config {
                 http,
                 database,
                 redis,
+                cache,
+                practice,
                 auth,
                 log,
             })
@@ -494,6 +538,38 @@ impl Reader<'_> {
         CorsOrigins::List(origins)
     }
 
+    fn cache(&mut self) -> CacheConfig {
+        let ttls = Namespace::ALL.map(|namespace| {
+            let default = namespace.default_ttls();
+            let key = format!("CACHE_TTL_{}", namespace.key().to_ascii_uppercase());
+            let Some(raw) = self.optional(&key) else {
+                return default;
+            };
+            let parsed = raw.split_once(',').and_then(|(l1, l2)| {
+                Some(Ttls {
+                    l1: parse_duration(l1).ok()?,
+                    l2: parse_duration(l2).ok()?,
+                })
+            });
+            match parsed {
+                Some(ttls) if !ttls.l1.is_zero() && (ttls.l2.is_zero() || ttls.l1 <= ttls.l2) => {
+                    ttls
+                }
+                _ => {
+                    self.errors.push(format!(
+                        "{key}: expected `<l1 ttl>,<l2 ttl>` with 0 < l1 <= l2 (l2 = 0: L1 only), e.g. `5s,1m`; got `{raw}`"
+                    ));
+                    default
+                }
+            }
+        });
+        CacheConfig {
+            enabled: self.parse("CACHE_ENABLED", true),
+            l1_max_bytes: self.parse("CACHE_L1_MAX_BYTES", 64 * 1024 * 1024),
+            ttls,
+        }
+    }
+
     fn auth(&mut self, app_env: AppEnv) -> AuthConfig {
         let kid = self.optional("JWT_KID").unwrap_or_else(|| "k1".to_owned());
         let (secret, ephemeral_secret) = match self.optional("JWT_SECRET") {
@@ -657,6 +733,32 @@ mod tests {
         ])
         .expect_err("invalid");
         assert!(err.to_string().contains("DB_POOL_MIN_IDLE"));
+    }
+
+    #[test]
+    fn cache_ttls_are_read_per_namespace_and_bad_ones_are_reported() {
+        let cfg = config(&[
+            ("DATABASE_URL", "postgres://localhost/app"),
+            ("CACHE_TTL_QUESTIONS", "1s,10s"),
+        ])
+        .expect("valid");
+        let questions = cfg.cache.ttls[Namespace::Questions.index()];
+        assert_eq!(questions.l1, Duration::from_secs(1));
+        assert_eq!(questions.l2, Duration::from_secs(10));
+        assert_eq!(
+            cfg.cache.ttls[Namespace::Verbs.index()],
+            Namespace::Verbs.default_ttls()
+        );
+
+        let err = config(&[
+            ("DATABASE_URL", "postgres://localhost/app"),
+            ("CACHE_TTL_CITIES", "10m,1s"),
+        ])
+        .expect_err("l1 longer than l2");
+        assert!(
+            err.0.iter().any(|e| e.starts_with("CACHE_TTL_CITIES")),
+            "{err:?}"
+        );
     }
 
     #[test]

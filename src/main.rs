@@ -36,6 +36,12 @@ enum Command {
     Migrate,
     /// Load reference data (cities) into the primary, then exit. Idempotent.
     Seed,
+    /// Time-partitioned tables: `list` shows every partition (and rows stuck
+    /// in default partitions); `ensure` creates the current and next ones.
+    Partitions {
+        #[command(subcommand)]
+        action: PartitionsAction,
+    },
     /// Create an admin account, or promote an existing account to admin.
     /// The password of a new account is read from ADMIN_PASSWORD, else from the
     /// first line of standard input.
@@ -45,6 +51,17 @@ enum Command {
         /// Display name for a new account.
         #[arg(long, default_value = "Administrator")]
         display_name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum PartitionsAction {
+    /// List partitions with their bounds and (estimated) rows.
+    List,
+    /// Create missing partitions for the current period and `--ahead` more.
+    Ensure {
+        #[arg(long, default_value_t = refbackend::db::partitions::DEFAULT_AHEAD)]
+        ahead: u32,
     },
 }
 
@@ -97,14 +114,57 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{message}");
             Ok(())
         }
+        Command::Partitions { action } => {
+            let pool = admin_pool(&config)?;
+            let result = partitions_command(&pool, action).await;
+            pool.close().await;
+            result
+        }
         Command::Seed => {
             let pool = admin_pool(&config)?;
-            let cities = seed::run(&pool).await.context("seeding reference data")?;
-            tracing::info!(cities, "reference data loaded");
+            let seeded = seed::run(&pool).await.context("seeding reference data")?;
+            tracing::info!(
+                cities = seeded.cities,
+                exercises = seeded.exercises,
+                exercises_changed = seeded.exercises_changed,
+                "reference data loaded"
+            );
             pool.close().await;
             Ok(())
         }
     }
+}
+
+async fn partitions_command(pool: &sqlx::PgPool, action: PartitionsAction) -> anyhow::Result<()> {
+    use refbackend::db::partitions;
+    if let PartitionsAction::Ensure { ahead } = action {
+        let created = partitions::ensure(pool, ahead)
+            .await
+            .context("creating partitions")?;
+        for name in &created {
+            println!("created {name}");
+        }
+        if created.is_empty() {
+            println!("all partitions exist ({ahead} periods ahead)");
+        }
+    }
+    println!("{:<12} {:<24} {:>10}  bounds", "table", "partition", "rows");
+    let mut strays = 0;
+    for p in partitions::list(pool).await.context("listing partitions")? {
+        println!(
+            "{:<12} {:<24} {:>10}  {}",
+            p.table, p.partition, p.rows, p.bounds
+        );
+        if p.bounds == "DEFAULT" {
+            strays += p.rows;
+        }
+    }
+    if strays > 0 {
+        eprintln!(
+            "warning: {strays} row(s) in default partitions; `partitions ensure --ahead N` moves them"
+        );
+    }
+    Ok(())
 }
 
 /// A small pool on the primary for one-shot commands.

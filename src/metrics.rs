@@ -40,6 +40,10 @@ pub struct MetricsInner {
     pub redis_errors_total: IntCounter,
     pub rate_limit_decisions_total: IntCounterVec,
     pub auth_events_total: IntCounterVec,
+    pub cache_requests_total: IntCounterVec,
+    pub cache_invalidations_total: IntCounterVec,
+    pub redis_circuit_open: IntGauge,
+    pub partition_default_rows: IntGaugeVec,
 }
 
 impl Metrics {
@@ -158,6 +162,37 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let cache_requests_total = IntCounterVec::new(
+            Opts::new(
+                "cache_requests_total",
+                "Cache lookups by layer (l1 in-process, l2 Redis), namespace and result (hit, miss, error)",
+            ),
+            &["layer", "namespace", "result"],
+        )
+        .expect("valid metric");
+        let cache_invalidations_total = IntCounterVec::new(
+            Opts::new(
+                "cache_invalidations_total",
+                "Namespace invalidations by origin (local write, remote instance via pub/sub, resync after a lost subscription)",
+            ),
+            &["namespace", "origin"],
+        )
+        .expect("valid metric");
+        let redis_circuit_open = IntGauge::new(
+            "redis_circuit_open",
+            "1 while the Redis circuit breaker is open (callers use their fallbacks without calling Redis)",
+        )
+        .expect("valid metric");
+
+        let partition_default_rows = IntGaugeVec::new(
+            Opts::new(
+                "db_partition_default_rows",
+                "Rows in a partitioned table's DEFAULT partition (should be 0: a partition is missing)",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -174,6 +209,10 @@ impl Metrics {
             Box::new(redis_errors_total.clone()),
             Box::new(rate_limit_decisions_total.clone()),
             Box::new(auth_events_total.clone()),
+            Box::new(cache_requests_total.clone()),
+            Box::new(cache_invalidations_total.clone()),
+            Box::new(redis_circuit_open.clone()),
+            Box::new(partition_default_rows.clone()),
         ] {
             registry
                 .register(collector)
@@ -198,6 +237,10 @@ impl Metrics {
                 redis_errors_total,
                 rate_limit_decisions_total,
                 auth_events_total,
+                cache_requests_total,
+                cache_invalidations_total,
+                redis_circuit_open,
+                partition_default_rows,
             }),
         }
     }

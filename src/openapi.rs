@@ -18,6 +18,8 @@ use utoipa::{Modify, OpenApi};
         (name = "users", description = "The caller's own profile"),
         (name = "admin", description = "Administration (role admin)"),
         (name = "verbs", description = "Spanish verbs and their conjugations"),
+        (name = "exercises", description = "The subjunctive exercise bank (answers are never included)"),
+        (name = "practice", description = "Attempts, spaced-repetition review and progress (per user)"),
         (name = "civic", description = "CivicQ: cities, questions, votes, answers"),
     ),
     modifiers(&BearerAuth),

@@ -1,7 +1,20 @@
-//! Reference data every environment needs: real cities for CivicQ.
-//! Idempotent: running it again updates the rows in place.
+//! Reference data every environment needs: real cities for CivicQ and the
+//! subjunctive-practice exercise bank. Idempotent: running it again updates the
+//! rows in place (by slug) and adds nothing twice.
 
-use sqlx::PgPool;
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::practice::bank::{self, Exercise};
+
+/// What one seed run loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seeded {
+    pub cities: usize,
+    pub exercises: usize,
+    /// Exercise rows inserted or changed by this run (0 when re-seeding).
+    pub exercises_changed: u64,
+}
 
 /// (slug, name, region, country, IANA time zone, population from the 2020 US census)
 const CITIES: &[(&str, &str, &str, &str, &str, i32)] = &[
@@ -248,7 +261,21 @@ const CITIES: &[(&str, &str, &str, &str, &str, i32)] = &[
 ];
 
 /// Upserts the reference data in one transaction; returns the number of cities.
-pub async fn run(pool: &PgPool) -> Result<usize, sqlx::Error> {
+/// Seeds everything in one transaction.
+pub async fn run(pool: &PgPool) -> Result<Seeded, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let cities = cities(&mut tx).await?;
+    let (exercises, exercises_changed) = exercises(&mut tx).await?;
+    tx.commit().await?;
+    Ok(Seeded {
+        cities,
+        exercises,
+        exercises_changed,
+    })
+}
+
+/// Upserts the cities.
+pub async fn cities(conn: &mut PgConnection) -> Result<usize, sqlx::Error> {
     let mut slugs = Vec::with_capacity(CITIES.len());
     let mut names = Vec::with_capacity(CITIES.len());
     let mut regions = Vec::with_capacity(CITIES.len());
@@ -263,7 +290,6 @@ pub async fn run(pool: &PgPool) -> Result<usize, sqlx::Error> {
         zones.push(zone);
         populations.push(population);
     }
-    let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO cities (slug, name, region, country, timezone, population)
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int4[])
@@ -277,10 +303,96 @@ pub async fn run(pool: &PgPool) -> Result<usize, sqlx::Error> {
     .bind(&countries)
     .bind(&zones)
     .bind(&populations)
-    .execute(&mut *tx)
+    .execute(&mut *conn)
     .await?;
-    tx.commit().await?;
     Ok(CITIES.len())
+}
+
+/// One exercise row as the seed query reads it (JSON, so array columns need
+/// no 2-D array binding).
+#[derive(Serialize)]
+struct ExerciseRow<'a> {
+    slug: &'a str,
+    kind: &'static str,
+    prompt: &'a str,
+    instructions: &'a str,
+    infinitive: &'a str,
+    person: &'static str,
+    tense: &'static str,
+    trigger: Option<&'static str>,
+    difficulty: i16,
+    tags: &'a [String],
+    choices: &'a [String],
+    answer: &'a str,
+    accepted: &'a [String],
+    explanation: &'a str,
+}
+
+impl<'a> From<&'a Exercise> for ExerciseRow<'a> {
+    fn from(e: &'a Exercise) -> Self {
+        Self {
+            slug: &e.slug,
+            kind: e.kind.key(),
+            prompt: &e.prompt,
+            instructions: &e.instructions,
+            infinitive: &e.infinitive,
+            person: e.person.key(),
+            tense: e.tense.key(),
+            trigger: e.trigger.map(|t| t.key()),
+            difficulty: i16::from(e.difficulty),
+            tags: &e.tags,
+            choices: &e.choices,
+            answer: &e.answer,
+            accepted: &e.accepted,
+            explanation: &e.explanation,
+        }
+    }
+}
+
+/// Rows per statement: keeps each JSON parameter around a megabyte.
+const EXERCISE_BATCH: usize = 1000;
+
+/// Upserts the generated exercise bank by slug. Unchanged rows are not
+/// rewritten (no dead tuples, no WAL) — re-seeding is cheap and changes nothing.
+/// Returns (bank size, rows inserted or changed).
+pub async fn exercises(conn: &mut PgConnection) -> Result<(usize, u64), sqlx::Error> {
+    let bank = bank::bank();
+    let mut changed = 0;
+    for chunk in bank.chunks(EXERCISE_BATCH) {
+        let rows: Vec<ExerciseRow<'_>> = chunk.iter().map(ExerciseRow::from).collect();
+        let json = serde_json::to_value(&rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        let done = sqlx::query(
+            "INSERT INTO exercises AS e (slug, kind, prompt, instructions, infinitive, person,
+                    tense, trigger, difficulty, tags, choices, answer, accepted, explanation)
+             SELECT slug, kind, prompt, instructions, infinitive, person,
+                    tense, trigger, difficulty, tags, choices, answer, accepted, explanation
+               FROM jsonb_to_recordset($1::jsonb) AS x(
+                    slug text, kind text, prompt text, instructions text, infinitive text,
+                    person text, tense text, trigger text, difficulty smallint, tags text[],
+                    choices text[], answer text, accepted text[], explanation text)
+             ON CONFLICT (slug) DO UPDATE
+                SET kind = EXCLUDED.kind, prompt = EXCLUDED.prompt,
+                    instructions = EXCLUDED.instructions, infinitive = EXCLUDED.infinitive,
+                    person = EXCLUDED.person, tense = EXCLUDED.tense, trigger = EXCLUDED.trigger,
+                    difficulty = EXCLUDED.difficulty, tags = EXCLUDED.tags,
+                    choices = EXCLUDED.choices, answer = EXCLUDED.answer,
+                    accepted = EXCLUDED.accepted, explanation = EXCLUDED.explanation,
+                    updated_at = now()
+              WHERE (e.kind, e.prompt, e.instructions, e.infinitive, e.person, e.tense,
+                     e.trigger, e.difficulty, e.tags, e.choices, e.answer, e.accepted,
+                     e.explanation)
+                    IS DISTINCT FROM
+                    (EXCLUDED.kind, EXCLUDED.prompt, EXCLUDED.instructions, EXCLUDED.infinitive,
+                     EXCLUDED.person, EXCLUDED.tense, EXCLUDED.trigger, EXCLUDED.difficulty,
+                     EXCLUDED.tags, EXCLUDED.choices, EXCLUDED.answer, EXCLUDED.accepted,
+                     EXCLUDED.explanation)",
+        )
+        .bind(json)
+        .execute(&mut *conn)
+        .await?;
+        changed += done.rows_affected();
+    }
+    Ok((bank.len(), changed))
 }
 
 #[cfg(test)]

@@ -10,7 +10,9 @@
 //! A background task ([`crate::monitor`]) calls [`Db::check_health`] to measure
 //! replica lag and move replicas in and out of the rotation.
 
+pub mod consistency;
 pub mod migrate;
+pub mod partitions;
 pub mod pool;
 pub mod replica;
 
@@ -52,6 +54,9 @@ struct Inner {
     next: AtomicUsize,
     max_lag: Duration,
     check_timeout: Duration,
+    /// How long a read may wait on a replica before it is abandoned and retried
+    /// on the primary (see [`replica_read_timeout`]).
+    replica_read_timeout: Duration,
     metrics: Metrics,
 }
 
@@ -100,7 +105,12 @@ impl Db {
         }
         // Export every series from the start (at zero), so dashboards and alert
         // rules find them before the first fallback happens.
-        for reason in ["no_replica_in_rotation", "replica_error"] {
+        for reason in [
+            "no_replica_in_rotation",
+            "replica_error",
+            "replica_behind_writer",
+            "freshness_unknown",
+        ] {
             metrics
                 .db_read_fallbacks_total
                 .with_label_values(&[reason])
@@ -115,6 +125,7 @@ impl Db {
                 next: AtomicUsize::new(0),
                 max_lag: config.replica_max_lag,
                 check_timeout,
+                replica_read_timeout: replica_read_timeout(&config.replica_pool),
                 metrics,
             }),
         })
@@ -140,8 +151,9 @@ impl Db {
 
     /// Runs a read that may be slightly stale on a replica in rotation, or on the
     /// primary when none is. `op` gets a pool handle (cheap to clone) and may be
-    /// called twice: once on the replica and, if that connection broke, once on
-    /// the primary. Errors that are not about the connection (bad SQL, a write
+    /// called twice: once on the replica and, if that connection broke or the
+    /// replica did not answer within [`replica_read_timeout`], once on the
+    /// primary. Errors that are not about the connection (bad SQL, a write
     /// refused by the read-only session) are returned as they are.
     pub async fn read<T, F, Fut>(&self, op: F) -> Result<T, sqlx::Error>
     where
@@ -163,7 +175,16 @@ impl Db {
             .db_reads_total
             .with_label_values(&[replica.name.as_str()])
             .inc();
-        match op(replica.pool.clone()).await {
+        // A replica behind a network partition (or a hung host) does not fail: it
+        // goes silent, and a query already sent on one of its connections would
+        // wait for TCP to give up (minutes), far beyond the request timeout. The
+        // server-side statement_timeout cannot help, its answer is lost too. So
+        // the attempt is bounded here and a silent replica counts as broken.
+        let timeout = self.inner.replica_read_timeout;
+        let attempt = tokio::time::timeout(timeout, op(replica.pool.clone()))
+            .await
+            .unwrap_or_else(|_| Err(replica_silent(timeout)));
+        match attempt {
             Err(e) if is_unavailable(&e) => {
                 replica.mark_broken(&e);
                 metrics
@@ -231,7 +252,7 @@ impl Db {
         let checks = inner
             .replicas
             .iter()
-            .map(|r| r.check(lsn.as_deref(), inner.check_timeout));
+            .map(|r| r.check(lsn.as_deref(), started, inner.check_timeout));
         let statuses = join_all(checks).await;
         for (replica, status) in inner.replicas.iter().zip(statuses) {
             let name = replica.name.as_str();
@@ -285,6 +306,23 @@ impl Db {
         }
         join_all(closing).await;
     }
+}
+
+/// The longest a read may take on a replica: getting a connection (the pool's
+/// acquire timeout), then running (its statement timeout, after which a healthy
+/// replica cancels the statement itself and says so), plus a margin for that
+/// answer to arrive. Past it, the replica is not answering at all.
+fn replica_read_timeout(pool: &PoolConfig) -> Duration {
+    pool.acquire_timeout + pool.statement_timeout + Duration::from_millis(500)
+}
+
+/// The error for a replica read abandoned after `timeout`: an I/O timeout, so
+/// it is classed as "unavailable" like any other broken connection.
+fn replica_silent(timeout: Duration) -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("the replica did not answer within {timeout:?}"),
+    ))
 }
 
 fn down(started: Instant, error: String) -> PrimaryStatus {

@@ -2,10 +2,14 @@
 //! rotation. The health check compares the replica's replay position with the
 //! primary's current WAL position sampled just before, so a replica that
 //! receives WAL but does not replay it (paused, or too slow) is seen as lagging.
+//!
+//! How far behind it is, in seconds, is bounded from above two ways, and the
+//! tighter bound is reported (see [`staleness`]): the age of the newest commit it
+//! has replayed, and the time since a check last saw it fully caught up.
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
@@ -28,6 +32,9 @@ pub struct Replica {
     pub probe: PgPool,
     in_rotation: AtomicBool,
     status: Mutex<ReplicaStatus>,
+    /// When the primary position was sampled at the last check that found the
+    /// replica fully caught up with it: its data is at least that fresh.
+    caught_up_at: Mutex<Option<Instant>>,
 }
 
 impl Replica {
@@ -40,6 +47,7 @@ impl Replica {
             // Out until the first health check proves it is a replica that keeps up.
             in_rotation: AtomicBool::new(false),
             status: Mutex::new(ReplicaStatus::default()),
+            caught_up_at: Mutex::new(None),
         }
     }
 
@@ -89,9 +97,14 @@ impl Replica {
     }
 
     /// Measures the replica against `primary_lsn`, the primary's WAL position
-    /// sampled just before (None when the primary is unreachable: then the lag is
-    /// judged from what the replica has received but not replayed).
-    pub async fn check(&self, primary_lsn: Option<&str>, timeout: Duration) -> ReplicaStatus {
+    /// sampled at `sampled_at` (None when the primary is unreachable: then the lag
+    /// is judged from what the replica has received but not replayed).
+    pub async fn check(
+        &self,
+        primary_lsn: Option<&str>,
+        sampled_at: Instant,
+        timeout: Duration,
+    ) -> ReplicaStatus {
         let query = sqlx::query_as::<_, (bool, Option<bool>, Option<f64>, Option<i64>, bool)>(
             r#"
             SELECT
@@ -110,12 +123,14 @@ impl Replica {
         match tokio::time::timeout(timeout, query.fetch_one(&self.probe)).await {
             Ok(Ok((in_recovery, caught_up, since_replay, lag_bytes, replay_paused))) => {
                 let caught_up = caught_up.unwrap_or(false);
-                let lag_seconds = if caught_up {
-                    0.0
-                } else {
-                    // Behind, and no commit ever replayed: treat as infinitely stale.
-                    since_replay.unwrap_or(f64::INFINITY).max(0.0)
+                let since_caught_up = {
+                    let mut last = self.caught_up_at.lock().unwrap_or_else(|e| e.into_inner());
+                    if caught_up {
+                        *last = Some(sampled_at);
+                    }
+                    last.map(|at| at.elapsed())
                 };
+                let lag_seconds = staleness(caught_up, since_replay, since_caught_up);
                 ReplicaStatus {
                     reachable: true,
                     in_recovery,
@@ -134,5 +149,61 @@ impl Replica {
                 ..ReplicaStatus::default()
             },
         }
+    }
+}
+
+/// How stale a replica's data may be, in seconds: 0 when it has replayed
+/// everything, else the smaller of two upper bounds (infinite when neither is
+/// known):
+/// - `since_replay`: the age of the newest commit it has replayed (it has all
+///   data up to that commit). Alone this misjudges a replica that is replaying
+///   a burst of WAL without commits (a `CREATE DATABASE`, a `VACUUM`, a bulk
+///   load) after a quiet spell: a replica caught up a moment ago would look
+///   minutes behind, leave the rotation, and take every read to the primary,
+///   or fail them all while the primary is down.
+/// - `since_caught_up`: the time since a check last found it fully caught up
+///   with the primary (its data is at least as fresh as the primary was then).
+///   Alone this misjudges a replica that is always a few milliseconds behind a
+///   busy primary; the commit age is tiny then.
+pub fn staleness(
+    caught_up: bool,
+    since_replay: Option<f64>,
+    since_caught_up: Option<Duration>,
+) -> f64 {
+    if caught_up {
+        return 0.0;
+    }
+    let by_commit = since_replay.map_or(f64::INFINITY, |s| s.max(0.0));
+    let by_check = since_caught_up.map_or(f64::INFINITY, |d| d.as_secs_f64());
+    by_commit.min(by_check)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_up_replica_is_not_stale() {
+        assert_eq!(staleness(true, Some(600.0), None), 0.0);
+    }
+
+    #[test]
+    fn a_replica_replaying_a_burst_after_a_quiet_spell_is_as_stale_as_its_last_catch_up() {
+        // Last commit 10 minutes ago, but caught up at the check 100 ms ago.
+        let lag = staleness(false, Some(600.0), Some(Duration::from_millis(100)));
+        assert!((lag - 0.1).abs() < 1e-9, "{lag}");
+    }
+
+    #[test]
+    fn a_replica_always_just_behind_a_busy_primary_is_as_stale_as_its_last_commit() {
+        let lag = staleness(false, Some(0.02), Some(Duration::from_secs(30)));
+        assert!((lag - 0.02).abs() < 1e-9, "{lag}");
+    }
+
+    #[test]
+    fn a_replica_behind_that_never_replayed_or_caught_up_is_infinitely_stale() {
+        assert!(staleness(false, None, None).is_infinite());
+        // A clock skew making the commit look from the future counts as fresh.
+        assert_eq!(staleness(false, Some(-1.0), None), 0.0);
     }
 }

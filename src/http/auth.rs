@@ -195,6 +195,9 @@ pub async fn register(
     .await?;
     let tokens = new_session(&state, id, Role::Member, &mut tx).await?;
     tx.commit().await?;
+    // The new account's first reads (progress, dashboard) may hit a replica
+    // that has not replayed it yet: route them by this write's position.
+    crate::http::practice::remember_write(&state, id).await;
     state
         .metrics
         .auth_events_total

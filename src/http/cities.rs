@@ -9,10 +9,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::cache::Namespace;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::caching::json_with_etag;
 use crate::http::extract::{AppPath, AppQuery};
-use crate::http::pagination::{PageQuery, finish_page};
+use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -62,6 +62,19 @@ pub async fn list_cities(
     AppQuery(query): AppQuery<PageQuery>,
 ) -> AppResult<Response> {
     let page = query.parse::<(String, i64)>()?;
+    let key = format!(
+        "list:{}:{}",
+        page.limit,
+        query.cursor.as_deref().unwrap_or("")
+    );
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Cities, &key, || load_page(&state, page))
+        .await?;
+    Ok(cached.respond(&headers, CACHE))
+}
+
+async fn load_page(state: &AppState, page: PageRequest<(String, i64)>) -> AppResult<CityPage> {
     // One row more than asked tells whether another page exists.
     let fetch = page.limit + 1;
     let rows = state
@@ -100,7 +113,7 @@ pub async fn list_cities(
         })
         .await?;
     let (items, next_cursor) = finish_page(rows, page.limit, |c| (c.name.clone(), c.id));
-    json_with_etag(&headers, &CityPage { items, next_cursor }, CACHE)
+    Ok(CityPage { items, next_cursor })
 }
 
 /// One city by id. Public and cacheable; served from a read replica when one is healthy.
@@ -118,7 +131,17 @@ pub async fn get_city(
     headers: HeaderMap,
     AppPath(id): AppPath<i64>,
 ) -> AppResult<Response> {
-    let city = state
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Cities, &format!("id:{id}"), || {
+            load_city(&state, id)
+        })
+        .await?;
+    Ok(cached.respond(&headers, CACHE))
+}
+
+async fn load_city(state: &AppState, id: i64) -> AppResult<City> {
+    state
         .db
         .read(|pool| async move {
             sqlx::query_as::<_, City>(
@@ -131,6 +154,5 @@ pub async fn get_city(
             .await
         })
         .await?
-        .ok_or_else(|| AppError::NotFound(format!("No city with id {id}")))?;
-    json_with_etag(&headers, &city, CACHE)
+        .ok_or_else(|| AppError::NotFound(format!("No city with id {id}")))
 }

@@ -5,10 +5,13 @@ pub mod admin;
 pub mod auth;
 pub mod caching;
 pub mod cities;
+pub mod exercises;
 pub mod extract;
+pub mod idempotency;
 pub mod observe;
 pub mod operations;
 pub mod pagination;
+pub mod practice;
 pub mod problems;
 pub mod users;
 pub mod verbs;
@@ -27,6 +30,8 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(admin::router())
         .merge(cities::router())
         .merge(verbs::router())
+        .merge(exercises::router())
+        .merge(practice::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

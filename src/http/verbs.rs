@@ -3,6 +3,7 @@
 //! database — and is the same for everyone, so responses are publicly
 //! cacheable with ETags.
 
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
@@ -11,10 +12,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::cache::Namespace;
 use crate::error::{AppError, AppResult, FieldError, Problem};
-use crate::http::caching::json_with_etag;
 use crate::http::extract::{AppPath, AppQuery};
-use crate::http::pagination::{PageQuery, finish_page};
+use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::spanish;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -67,14 +68,15 @@ pub struct VerbPage {
         (status = 422, description = "Invalid `search`, `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_verbs(
+    State(state): State<AppState>,
     headers: HeaderMap,
     AppQuery(query): AppQuery<VerbQuery>,
 ) -> AppResult<Response> {
-    let page = PageQuery {
+    let page_query = PageQuery {
         limit: query.limit,
         cursor: query.cursor,
-    }
-    .parse::<String>()?;
+    };
+    let page = page_query.parse::<String>()?;
     let search = query.search.unwrap_or_default();
     if search.chars().count() > SEARCH_MAX_CHARS {
         return Err(AppError::validation(
@@ -82,8 +84,23 @@ pub async fn list_verbs(
             "must be at most 50 characters",
         ));
     }
+    let key = format!(
+        "list:{}:{}:{search}",
+        page.limit,
+        page_query.cursor.as_deref().unwrap_or("")
+    );
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Verbs, &key, || async move {
+            Ok(verb_page(&search, page))
+        })
+        .await?;
+    Ok(cached.respond(&headers, LIST_CACHE))
+}
+
+fn verb_page(search: &str, page: PageRequest<String>) -> VerbPage {
     let limit = usize::try_from(page.limit).unwrap_or(0);
-    let entries = spanish::lexicon::page(&search, page.after.as_deref(), limit + 1);
+    let entries = spanish::lexicon::page(search, page.after.as_deref(), limit + 1);
     let (entries, next_cursor) = finish_page(entries, page.limit, |e| e.infinitive.to_owned());
     let items = entries
         .into_iter()
@@ -93,7 +110,7 @@ pub async fn list_verbs(
             regular: spanish::conjugate(entry.infinitive).is_ok_and(|c| c.regular),
         })
         .collect();
-    json_with_etag(&headers, &VerbPage { items, next_cursor }, LIST_CACHE)
+    VerbPage { items, next_cursor }
 }
 
 /// The six persons of one tense.
@@ -147,14 +164,22 @@ pub struct ConjugationDoc {
         (status = 422, description = "Not a Spanish infinitive", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_conjugations(
+    State(state): State<AppState>,
     headers: HeaderMap,
     AppPath(infinitive): AppPath<String>,
 ) -> AppResult<Response> {
-    let conjugation = spanish::conjugate(&infinitive).map_err(|e| {
+    // Validate before touching the cache, so junk never takes L1 space.
+    let canonical = spanish::validate_infinitive(&infinitive).map_err(|e| {
         AppError::Validation(vec![FieldError::new(
             "infinitive",
             format!("is not a Spanish infinitive: {}", e.reason),
         )])
     })?;
-    json_with_etag(&headers, &conjugation, CONJUGATION_CACHE)
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Verbs, &format!("conj:{canonical}"), || async {
+            spanish::conjugate(&canonical).map_err(|e| AppError::Internal(e.into()))
+        })
+        .await?;
+    Ok(cached.respond(&headers, CONJUGATION_CACHE))
 }

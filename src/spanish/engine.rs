@@ -296,6 +296,64 @@ pub(crate) fn simple(infinitive: &str, flags: Flags) -> Simple {
     by_rule(infinitive, flags)
 }
 
+/// The verb conjugated as if it followed its model exactly: no irregular
+/// table and no stem change, but the spelling that the joint forces
+/// (*tener* → *tena*, *pensar* → *pense*, *buscar* → *busque*). Used to
+/// recognise a learner's regularized or stem-change-less answer.
+pub(crate) fn regularized(infinitive: &str) -> Simple {
+    by_rule(infinitive, Flags::default())
+}
+
+/// Bare stem + ending with the stem change of `flags` (but no stressed í/ú)
+/// and none of the spelling adjustments at the joint: *buscar* → *busce*,
+/// *coger* → *coga*, *construir* → *construa*, *empezar* → *empieze*. Used
+/// to recognise a missed spelling change.
+pub(crate) fn naive(infinitive: &str, flags: Flags) -> Simple {
+    let (stem, conj) = split(infinitive);
+    let flags = Flags {
+        accent: false,
+        ..flags
+    };
+    let (stressed, raised) = changed_stems(stem, flags, conj, false);
+    let raised_or_plain = raised.as_deref().unwrap_or(stem);
+    let a = usize::from(conj != Conj::Ar);
+    let cat = |s: &str, e: &str| {
+        let mut out = String::with_capacity(s.len() + e.len());
+        out.push_str(s);
+        out.push_str(e);
+        out
+    };
+    let stressed_or = |p: usize, other: &str| -> String {
+        if STEM_STRESSED[p] {
+            stressed.clone()
+        } else {
+            other.to_owned()
+        }
+    };
+    Simple {
+        present: std::array::from_fn(|p| cat(&stressed_or(p, stem), PRESENT[conj as usize][p])),
+        subjunctive: std::array::from_fn(|p| {
+            cat(&stressed_or(p, raised_or_plain), SUBJUNCTIVE[a][p])
+        }),
+        preterite: std::array::from_fn(|p| {
+            let s = if p == 2 || p == 5 {
+                raised_or_plain
+            } else {
+                stem
+            };
+            cat(s, PRETERITE[a][p])
+        }),
+        imperfect: std::array::from_fn(|p| cat(stem, IMPERFECT[a][p])),
+        participle: cat(stem, if conj == Conj::Ar { "ado" } else { "ido" }),
+        participle_alt: None,
+        gerund: cat(
+            raised_or_plain,
+            if conj == Conj::Ar { "ando" } else { "iendo" },
+        ),
+        regular: true,
+    }
+}
+
 fn split(infinitive: &str) -> (&str, Conj) {
     let n = infinitive.len();
     if let Some(stem) = infinitive.strip_suffix("ír") {

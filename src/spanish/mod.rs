@@ -8,17 +8,20 @@
 //! (*contener* = *con* + *tener*). Spelling follows the RAE 2010 rules
 //! (*rio*, *fie*, *huis* without accent; *dé*, *sé* keep the diacritic).
 
+pub mod checker;
 mod engine;
 mod irregular;
 pub mod lexicon;
 mod orthography;
 #[cfg(test)]
 mod tests;
+pub mod triggers;
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde::{Deserialize, Serialize as DeriveSerialize};
 
 pub use engine::{Flags, StemChange};
+pub use triggers::TriggerCategory;
 
 /// The tenses served by `GET /verbs/{infinitive}/conjugations`.
 #[derive(
@@ -352,7 +355,7 @@ pub fn validate_infinitive(input: &str) -> Result<String, InvalidInfinitive> {
 
 /// Composes the decomposed accents Spanish uses (NFD input such as
 /// `e` + U+0301 from some keyboards and URL encoders) into single letters.
-fn compose(word: &str) -> String {
+pub(crate) fn compose(word: &str) -> String {
     if !word
         .chars()
         .any(|c| matches!(c, '\u{301}' | '\u{303}' | '\u{308}'))
@@ -387,6 +390,138 @@ pub fn conjugate(infinitive: &str) -> Result<Conjugation, InvalidInfinitive> {
     };
     let simple = engine::simple(&word, flags);
     Ok(assemble(word, entry, simple))
+}
+
+/// Conjugates `infinitive` as if it followed its model exactly: no
+/// irregular stems and no stem change, with the spelling the endings force
+/// (*tener* → *tena*, *pensar* → *pense*, *dormir* → *dormamos*). The table a
+/// learner produces by over-applying the regular pattern.
+pub fn conjugate_regularized(infinitive: &str) -> Result<Conjugation, InvalidInfinitive> {
+    let word = validate_infinitive(infinitive)?;
+    let simple = engine::regularized(&word);
+    Ok(assemble(word, None, simple))
+}
+
+/// Conjugates `infinitive` by bare stem + ending, keeping the lexicon's stem
+/// change when `keep_stem_change`, but with none of the spelling
+/// adjustments at the joint (*busce*, *coga*, *construa*, *averigue*,
+/// *empieze*). The table of a learner who misses a spelling change.
+pub fn conjugate_naive(
+    infinitive: &str,
+    keep_stem_change: bool,
+) -> Result<Conjugation, InvalidInfinitive> {
+    let word = validate_infinitive(infinitive)?;
+    let flags = if keep_stem_change {
+        flags_of(&word)
+    } else {
+        Flags::default()
+    };
+    let simple = engine::naive(&word, flags);
+    Ok(assemble(word, None, simple))
+}
+
+fn flags_of(word: &str) -> Flags {
+    match lexicon::lookup(word) {
+        Some(e) => e.flags,
+        None => lexicon::inferred_flags(word),
+    }
+}
+
+/// The teaching class of a verb, from easiest to hardest.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, DeriveSerialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum VerbClass {
+    Regular,
+    /// Only the letters change to keep the sound: *busque*, *coja*,
+    /// *averigüe*, *conozca*, *construya*, *envíe*.
+    SpellingChange,
+    /// *piense*, *vuelva*, *pida*, *sintamos*, *juegue*.
+    StemChange,
+    /// Irregular stems: *tenga*, *sea*, *vaya*, *condujera*.
+    Irregular,
+}
+
+impl VerbClass {
+    pub const ALL: [VerbClass; 4] = [
+        VerbClass::Regular,
+        VerbClass::SpellingChange,
+        VerbClass::StemChange,
+        VerbClass::Irregular,
+    ];
+
+    pub const fn key(self) -> &'static str {
+        match self {
+            VerbClass::Regular => "regular",
+            VerbClass::SpellingChange => "spelling_change",
+            VerbClass::StemChange => "stem_change",
+            VerbClass::Irregular => "irregular",
+        }
+    }
+}
+
+/// What makes a verb hard to conjugate: a verb can both change its stem and
+/// its spelling (*empezar* → *empiece*, *jugar* → *juegue*).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VerbProfile {
+    /// In the irregular table (or a compound of one), or a -ducir verb.
+    pub irregular: bool,
+    pub stem_change: StemChange,
+    /// Some simple form differs from bare stem + ending (with the stem change).
+    pub spelling_change: bool,
+}
+
+impl VerbProfile {
+    /// The hardest class that applies.
+    pub fn class(&self) -> VerbClass {
+        if self.irregular {
+            VerbClass::Irregular
+        } else if self.stem_change != StemChange::None {
+            VerbClass::StemChange
+        } else if self.spelling_change {
+            VerbClass::SpellingChange
+        } else {
+            VerbClass::Regular
+        }
+    }
+
+    /// Every class that applies, easiest first (`[Regular]` for a regular verb).
+    pub fn classes(&self) -> Vec<VerbClass> {
+        let mut out = Vec::with_capacity(2);
+        if self.spelling_change {
+            out.push(VerbClass::SpellingChange);
+        }
+        if self.stem_change != StemChange::None {
+            out.push(VerbClass::StemChange);
+        }
+        if self.irregular {
+            out.push(VerbClass::Irregular);
+        }
+        if out.is_empty() {
+            out.push(VerbClass::Regular);
+        }
+        out
+    }
+}
+
+/// Classifies a verb for teaching: irregular, stem change, spelling change.
+pub fn profile(infinitive: &str) -> Result<VerbProfile, InvalidInfinitive> {
+    let word = validate_infinitive(infinitive)?;
+    let irregular = irregular::find(&word).is_some() || word.ends_with("ducir");
+    let flags = flags_of(&word);
+    let spelling_change = !irregular && {
+        let real = engine::simple(&word, flags);
+        let naive = engine::naive(&word, flags);
+        real.present != naive.present
+            || real.subjunctive != naive.subjunctive
+            || real.preterite != naive.preterite
+    };
+    Ok(VerbProfile {
+        irregular,
+        stem_change: flags.stem_change,
+        spelling_change,
+    })
 }
 
 fn assemble(

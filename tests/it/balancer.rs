@@ -194,6 +194,69 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
         }));
     }
 
+    // Writes through the same window: each attempt carries its own
+    // Idempotency-Key, and a client that gets no answer (or a 502/503 from
+    // the dying instance) retries with the same key.
+    let register = client
+        .post(nginx.url("/api/v1/auth/register"))
+        .json(&serde_json::json!({
+            "email": "balanced@example.com",
+            "password": "correct horse battery",
+            "display_name": "Balanced",
+        }))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(register.status(), 201);
+    let token = register.json::<serde_json::Value>().await.expect("json")["access_token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let post_retries = Arc::new(AtomicU64::new(0));
+    let mut writers = Vec::new();
+    for w in 0..2_u64 {
+        let (client, token, retries) = (client.clone(), token.clone(), post_retries.clone());
+        let base = nginx.url("");
+        writers.push(tokio::spawn(async move {
+            let mut done: Vec<(String, String)> = Vec::new();
+            let mut n = 0_u64;
+            while tokio::time::Instant::now() < deadline {
+                n += 1;
+                let key = format!("writer-{w}-{n}");
+                let url = format!("{base}/api/v1/exercises/{}/attempts", 1 + (n % 50));
+                let mut answered = None;
+                for _ in 0..40 {
+                    let sent = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("idempotency-key", &key)
+                        .json(&serde_json::json!({"answer": "tenga"}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 201 => {
+                            let body: serde_json::Value = r.json().await.expect("json");
+                            answered = body["attempt_id"].as_str().map(str::to_owned);
+                            break;
+                        }
+                        Ok(r) if r.status().is_client_error() => {
+                            panic!("attempt refused: {} {:?}", r.status(), r.text().await)
+                        }
+                        _ => {
+                            retries.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+                done.push((
+                    key,
+                    answered.expect("an attempt never succeeded after 40 tries"),
+                ));
+            }
+            done
+        }));
+    }
+
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_port = instances[0].port;
     instances[0].child.start_kill().expect("kill");
@@ -204,6 +267,35 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
     for worker in workers {
         worker.await.expect("worker");
     }
+    let mut written = Vec::new();
+    for writer in writers {
+        written.extend(writer.await.expect("writer"));
+    }
+    let pool = sqlx::PgPool::connect(&db.primary_url)
+        .await
+        .expect("connect");
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attempts a JOIN users u ON u.id = a.user_id
+          WHERE u.email = 'balanced@example.com'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("count");
+    pool.close().await;
+    let distinct: std::collections::HashSet<&str> =
+        written.iter().map(|(_, id)| id.as_str()).collect();
+    println!(
+        "balancer: {} POSTs with Idempotency-Key ({} client retries), {stored} attempts stored",
+        written.len(),
+        post_retries.load(Ordering::Relaxed)
+    );
+    assert!(written.len() > 20, "enough writes: {}", written.len());
+    assert_eq!(distinct.len(), written.len(), "one attempt per key");
+    assert_eq!(
+        usize::try_from(stored).expect("fits"),
+        written.len(),
+        "retries created nothing twice"
+    );
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     println!(
         "balancer: {ok} GETs succeeded, {failed} failed, across a kill and restart of one of 3 instances"

@@ -5,13 +5,21 @@
 #[path = "../support/services.rs"]
 mod services;
 
+#[path = "../support/chaos.rs"]
+mod chaos_proxy;
+
 mod support;
 
 mod auth;
 mod balancer;
+mod cache;
+mod chaos;
 mod cities;
+mod exercises;
 mod http_stack;
+mod idempotency;
 mod lifecycle;
 mod operations;
+mod practice;
 mod routing;
 mod verbs;

@@ -4,7 +4,13 @@
 use std::time::Duration;
 
 use crate::services::services;
-use crate::support::TestApp;
+use crate::support::{TestApp, TestAppBuilder};
+
+/// These tests are about where reads go, so every read must reach the
+/// database: the cache is off.
+fn uncached() -> TestAppBuilder {
+    TestApp::builder().env("CACHE_ENABLED", "false")
+}
 
 fn replica_in_rotation(body: &serde_json::Value) -> Option<bool> {
     body["dependencies"]["replicas"][0]["in_rotation"].as_bool()
@@ -12,7 +18,7 @@ fn replica_in_rotation(body: &serde_json::Value) -> Option<bool> {
 
 #[tokio::test]
 async fn public_reads_are_served_by_the_replica() {
-    let app = TestApp::start().await;
+    let app = uncached().start().await;
     let (status, body) = app.get_json("/api/v1/cities?limit=5").await;
     assert_eq!(status, 200);
     assert_eq!(body["items"].as_array().map(Vec::len), Some(5));
@@ -42,7 +48,7 @@ async fn public_reads_are_served_by_the_replica() {
 
 #[tokio::test]
 async fn a_write_on_the_read_path_is_rejected() {
-    let app = TestApp::start().await;
+    let app = uncached().start().await;
     let err = app
         .state
         .db
@@ -70,7 +76,7 @@ async fn a_write_on_the_read_path_is_rejected() {
 
 #[tokio::test]
 async fn without_replicas_reads_go_to_the_primary_and_count_no_fallback() {
-    let app = TestApp::builder().without_replica().start().await;
+    let app = uncached().without_replica().start().await;
     let (status, _) = app.get_json("/api/v1/cities").await;
     assert_eq!(status, 200);
     assert_eq!(
@@ -84,10 +90,7 @@ async fn without_replicas_reads_go_to_the_primary_and_count_no_fallback() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_keep_succeeding_when_the_replica_stops_and_return_to_it_when_it_restarts() {
     let replica = services().dedicated_replica().await;
-    let app = TestApp::builder()
-        .replica_port(replica.port())
-        .start()
-        .await;
+    let app = uncached().replica_port(replica.port()).start().await;
     app.wait_for_ready("replica in rotation", Duration::from_secs(10), |b| {
         replica_in_rotation(b) == Some(true)
     })
@@ -136,7 +139,7 @@ async fn reads_keep_succeeding_when_the_replica_stops_and_return_to_it_when_it_r
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_replay_is_paused_past_the_lag_bound_leaves_the_rotation() {
     let replica = services().dedicated_replica().await;
-    let app = TestApp::builder()
+    let app = uncached()
         .replica_port(replica.port())
         .env("DB_REPLICA_MAX_LAG", "1s")
         .start()
@@ -220,7 +223,7 @@ async fn a_read_whose_replica_connection_breaks_is_retried_once_on_the_primary()
     let replica = services().dedicated_replica().await;
     // Health checks far apart: the replica is still "in rotation" when it dies,
     // so the read really goes there first.
-    let app = TestApp::builder()
+    let app = uncached()
         .replica_port(replica.port())
         .env("HEALTH_CHECK_INTERVAL", "60s")
         .start()

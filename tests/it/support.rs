@@ -88,6 +88,27 @@ impl TestApp {
         (status, response.json().await.expect("json body"))
     }
 
+    /// Registers a member and returns (user id, access token).
+    pub async fn register_member(&self, email: &str) -> (String, String) {
+        let response = self
+            .client
+            .post(self.url("/api/v1/auth/register"))
+            .json(&serde_json::json!({
+                "email": email,
+                "password": "correct horse battery",
+                "display_name": "Learner",
+            }))
+            .send()
+            .await
+            .expect("register");
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.expect("json");
+        (
+            body["user"]["id"].as_str().expect("id").to_owned(),
+            body["access_token"].as_str().expect("token").to_owned(),
+        )
+    }
+
     /// The value of one sample in `/metrics`, e.g.
     /// `metric("db_reads_total", &[("pool", "replica-0")])`; 0 when absent.
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -214,7 +235,10 @@ impl TestAppBuilder {
             let pool = sqlx::PgPool::connect(&db.primary_url)
                 .await
                 .expect("primary connect");
-            refbackend::seed::run(&pool).await.expect("seed");
+            // The exercise bank is seeded once, in the template database.
+            let mut conn = pool.acquire().await.expect("primary connect");
+            refbackend::seed::cities(&mut conn).await.expect("seed");
+            drop(conn);
             pool.close().await;
         }
         if let Some(url) = &replica_url {

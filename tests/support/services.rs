@@ -213,6 +213,20 @@ impl Services {
         }
     }
 
+    /// A Redis of its own for one test (for tests that kill and restart it; the
+    /// shared one must stay up for everybody else). Killed when dropped.
+    pub fn dedicated_redis(&self) -> RedisNode {
+        let redis_server = find_on_path("redis-server").expect("redis-server on PATH");
+        let node = RedisNode {
+            port: reserve_port(),
+            root: self.root.clone(),
+            redis_server,
+            child: Mutex::new(None),
+        };
+        node.start();
+        node
+    }
+
     /// Starts everything; called once, from `services()`.
     fn start() -> anyhow::Result<Services> {
         let script = pg_node_script();
@@ -304,6 +318,9 @@ fn create_template(primary: &PgNode) -> anyhow::Result<()> {
                 .run(&mut conn)
                 .await
                 .context("running the migrations in the template database")?;
+            refbackend::seed::exercises(&mut conn)
+                .await
+                .context("seeding the exercise bank in the template database")?;
             // CREATE DATABASE ... TEMPLATE fails while anyone is connected to the template.
             conn.close()
                 .await
@@ -390,6 +407,7 @@ fn spawn_reaper(root: &Path) -> anyhow::Result<()> {
             [ -f "$d/PG_VERSION" ] && "$pgnode" stop "$d" immediate
         done
         [ -f "$root/redis.pid" ] && kill "$(cat "$root/redis.pid")"
+        for f in "$root"/redis-*.pid; do [ -f "$f" ] && kill "$(cat "$f")"; done
         sleep 0.2
         rm -rf "$root"
     "#;
@@ -422,6 +440,18 @@ fn clean_up_root(root: &Path) {
     }
     if let Ok(pid) = std::fs::read_to_string(root.join("redis.pid")) {
         let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    // Dedicated Redis servers (`Services::dedicated_redis`) leave `redis-<port>.pid`.
+    if let Ok(entries) = std::fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("redis-")
+                && name.ends_with(".pid")
+                && let Ok(pid) = std::fs::read_to_string(entry.path())
+            {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(root);
 }
@@ -504,4 +534,85 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(name))
         .find(|p| p.is_file())
+}
+
+/// A `redis-server` child process owned by one test (see
+/// [`Services::dedicated_redis`]): empty, no persistence, on a port of its own.
+/// It writes `redis-<port>.pid` under the harness directory so the reaper kills it
+/// even if the test process dies without dropping it.
+#[derive(Debug)]
+pub struct RedisNode {
+    port: u16,
+    root: PathBuf,
+    redis_server: PathBuf,
+    child: Mutex<Option<std::process::Child>>,
+}
+
+impl RedisNode {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn pidfile(&self) -> PathBuf {
+        self.root.join(format!("redis-{}.pid", self.port))
+    }
+
+    /// Starts the server (again, after [`Self::kill`]) on the same port and waits
+    /// until it accepts connections. Blocking (about 10-50 ms).
+    pub fn start(&self) {
+        let mut slot = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(
+            slot.is_none(),
+            "redis on port {} is already running",
+            self.port
+        );
+        let log = self.root.join(format!("redis-{}.log", self.port));
+        let child = Command::new(&self.redis_server)
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&self.root)
+            .arg("--pidfile")
+            .arg(self.pidfile())
+            .arg("--logfile")
+            .arg(&log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning redis-server on port {}: {e}", self.port));
+        *slot = Some(child);
+        drop(slot);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                let tail = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("redis-server did not listen on {addr} within 10s; its log:\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the server with SIGKILL (no shutdown, connections just vanish) and
+    /// waits for the process to be gone. Blocking.
+    pub fn kill(&self) {
+        let child = self.child.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(mut child) = child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(self.pidfile());
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+        release_port(self.port);
+    }
 }

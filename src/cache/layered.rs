@@ -1,0 +1,537 @@
+//! The read-through cache for public data: L1 in-process (moka) over L2 Redis
+//! over the loader (Postgres).
+//!
+//! Values are stored serialized, with their strong ETag computed once, so a hit
+//! costs a hash-map lookup and a clone of a reference-counted buffer — the
+//! response is written straight from it.
+//!
+//! **Single flight.** Concurrent misses for one key in one instance run one
+//! load (moka's `try_get_with`); the others wait for its result.
+//!
+//! **Invalidation by generation.** Every namespace has a generation counter in
+//! Redis (`<prefix>cache:gen:<ns>`). L2 keys embed it
+//! (`<prefix>cache:<ns>:<generation>:<key>`), and one Lua script reads the
+//! generation and the value in a single round trip, so after a bump no instance
+//! can read the old generation's values from Redis, whatever happened to
+//! pub/sub. L1 keys embed a *local* generation per namespace; a write bumps it
+//! here at once and publishes the namespace on `<prefix>cache:invalidate`,
+//! and every other instance's subscriber bumps its own. A value loaded while a
+//! bump happened is stored under the old generation, where nobody looks:
+//! there is no window in which a stale load can overwrite a fresh one.
+//!
+//! **Redis trouble never fails a request.** L2 is skipped while the Redis
+//! circuit is open; a write that could not bump the Redis generation is
+//! remembered and bumped as soon as Redis is back; a lost subscription drops
+//! every L1 entry when it is re-established (messages may have been missed).
+//! While Redis is unreachable, other instances' L1 entries go stale for at most
+//! their L1 TTL.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use moka::Expiry;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::redis::Redis;
+use super::{Namespace, Ttls};
+use crate::config::CacheConfig;
+use crate::error::{AppError, AppResult, is_unavailable};
+use crate::http::caching::{etag_of, if_none_match_hits};
+use crate::metrics::Metrics;
+
+const NAMESPACES: usize = Namespace::ALL.len();
+
+/// Length of a stored ETag (`"` + 32 hex digits + `"`), which prefixes the body
+/// in Redis.
+const ETAG_LEN: usize = 34;
+
+/// One cached representation: the JSON body and its strong ETag.
+#[derive(Debug)]
+pub struct Cached {
+    pub body: Bytes,
+    pub etag: HeaderValue,
+    l1_ttl: Duration,
+}
+
+impl Cached {
+    fn new(body: Bytes, etag: &str, l1_ttl: Duration) -> AppResult<Self> {
+        let etag = HeaderValue::from_str(etag).map_err(|e| AppError::Internal(e.into()))?;
+        Ok(Self { body, etag, l1_ttl })
+    }
+
+    /// 200 with the body, or 304 when `If-None-Match` already names this
+    /// representation; both carry the ETag and `cache_control`.
+    pub fn respond(&self, request: &HeaderMap, cache_control: &'static str) -> Response {
+        let hit = self
+            .etag
+            .to_str()
+            .is_ok_and(|tag| if_none_match_hits(request, tag));
+        let mut response = if hit {
+            StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                self.body.clone(),
+            )
+                .into_response()
+        };
+        let headers = response.headers_mut();
+        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache_control),
+        );
+        response
+    }
+
+    /// The Redis representation: the ETag, then the body.
+    fn to_l2(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ETAG_LEN + self.body.len());
+        out.extend_from_slice(self.etag.as_bytes());
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn from_l2(raw: Vec<u8>, l1_ttl: Duration) -> Option<Self> {
+        if raw.len() < ETAG_LEN {
+            return None;
+        }
+        let mut body = Bytes::from(raw);
+        let etag = body.split_to(ETAG_LEN);
+        let etag = HeaderValue::from_maybe_shared(etag).ok()?;
+        Some(Self { body, etag, l1_ttl })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct L1Key {
+    namespace: Namespace,
+    generation: u64,
+    key: Box<str>,
+}
+
+/// Each entry lives for its namespace's L1 TTL.
+struct PerEntryTtl;
+
+impl Expiry<L1Key, Arc<Cached>> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &L1Key,
+        value: &Arc<Cached>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.l1_ttl)
+    }
+}
+
+/// The layered cache. Cheap to clone.
+#[derive(Clone)]
+pub struct Cache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    enabled: bool,
+    l1: moka::future::Cache<L1Key, Arc<Cached>>,
+    ttls: [Ttls; NAMESPACES],
+    /// Local generation per namespace (part of every L1 key).
+    l1_generations: [AtomicU64; NAMESPACES],
+    /// Per namespace, invalidations whose Redis generation bump has not
+    /// completed yet (in flight, or Redis was unreachable). While non-zero,
+    /// this instance neither reads nor writes that namespace in L2, which may
+    /// still hold the old generation's values.
+    pending: [AtomicU64; NAMESPACES],
+    redis: Redis,
+    prefix: String,
+    channel: String,
+    get_script: redis::Script,
+    metrics: Metrics,
+}
+
+/// Reads the generation and the value of the current generation in one trip.
+/// KEYS[1] = generation key; ARGV[1] = value key prefix; ARGV[2] = key.
+const GET_SCRIPT: &str = r"
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation .. ':' .. ARGV[2])}
+";
+
+impl Cache {
+    pub fn new(config: &CacheConfig, redis: Redis, prefix: &str, metrics: Metrics) -> Self {
+        let l1 = moka::future::Cache::builder()
+            .max_capacity(config.l1_max_bytes)
+            .weigher(|key: &L1Key, value: &Arc<Cached>| {
+                let bytes = key.key.len() + value.body.len() + 128;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        for namespace in Namespace::ALL {
+            for layer in ["l1", "l2"] {
+                for result in ["hit", "miss", "error"] {
+                    metrics
+                        .cache_requests_total
+                        .with_label_values(&[layer, namespace.key(), result])
+                        .inc_by(0);
+                }
+            }
+        }
+        Self {
+            inner: Arc::new(Inner {
+                enabled: config.enabled,
+                l1,
+                ttls: config.ttls,
+                l1_generations: std::array::from_fn(|_| AtomicU64::new(0)),
+                pending: std::array::from_fn(|_| AtomicU64::new(0)),
+                redis,
+                prefix: format!("{prefix}cache:"),
+                channel: format!("{prefix}cache:invalidate"),
+                get_script: redis::Script::new(GET_SCRIPT),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn ttls(&self, namespace: Namespace) -> Ttls {
+        self.inner.ttls[namespace.index()]
+    }
+
+    fn count(&self, layer: &str, namespace: Namespace, result: &str) {
+        self.inner
+            .metrics
+            .cache_requests_total
+            .with_label_values(&[layer, namespace.key(), result])
+            .inc();
+    }
+
+    /// The cached representation of `key`, or the value `load` produces,
+    /// serialized and stored in both layers. Concurrent misses for one key in
+    /// this instance share one load. Errors are never cached.
+    pub async fn get_or_load<T, F, Fut>(
+        &self,
+        namespace: Namespace,
+        key: &str,
+        load: F,
+    ) -> AppResult<Arc<Cached>>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        let inner = &self.inner;
+        let l1_ttl = self.ttls(namespace).l1;
+        if !inner.enabled {
+            return Ok(Arc::new(serialize(&load().await?, l1_ttl)?));
+        }
+        let l1_key = L1Key {
+            namespace,
+            generation: inner.l1_generations[namespace.index()].load(Ordering::Acquire),
+            key: key.into(),
+        };
+        if let Some(hit) = inner.l1.get(&l1_key).await {
+            self.count("l1", namespace, "hit");
+            return Ok(hit);
+        }
+        self.count("l1", namespace, "miss");
+        inner
+            .l1
+            .try_get_with(l1_key, self.load_through_l2(namespace, key, load))
+            .await
+            .map_err(unshare)
+    }
+
+    async fn load_through_l2<T, F, Fut>(
+        &self,
+        namespace: Namespace,
+        key: &str,
+        load: F,
+    ) -> AppResult<Arc<Cached>>
+    where
+        T: Serialize,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = AppResult<T>>,
+    {
+        let ttls = self.ttls(namespace);
+        if ttls.l2.is_zero() {
+            return Ok(Arc::new(serialize(&load().await?, ttls.l1)?));
+        }
+        let generation = match self.l2_get(namespace, key).await {
+            L2Lookup::Hit(raw) => {
+                if let Some(cached) = Cached::from_l2(raw, ttls.l1) {
+                    self.count("l2", namespace, "hit");
+                    return Ok(Arc::new(cached));
+                }
+                // Unreadable (written by an incompatible version): reload it.
+                self.count("l2", namespace, "error");
+                None
+            }
+            L2Lookup::Miss(generation) => {
+                self.count("l2", namespace, "miss");
+                Some(generation)
+            }
+            L2Lookup::Unavailable => {
+                self.count("l2", namespace, "error");
+                None
+            }
+            L2Lookup::Bypassed => None,
+        };
+        let cached = serialize(&load().await?, ttls.l1)?;
+        if let Some(generation) = generation {
+            self.l2_set(namespace, generation, key, &cached, ttls.l2)
+                .await;
+        }
+        Ok(Arc::new(cached))
+    }
+
+    async fn l2_get(&self, namespace: Namespace, key: &str) -> L2Lookup {
+        let inner = &self.inner;
+        if inner.pending[namespace.index()].load(Ordering::Acquire) > 0 {
+            return L2Lookup::Bypassed;
+        }
+        if !inner.redis.available() {
+            return L2Lookup::Unavailable;
+        }
+        let mut conn = inner.redis.connection();
+        let result: Result<(String, Option<Vec<u8>>), _> = inner
+            .get_script
+            .key(self.generation_key(namespace))
+            .arg(format!("{}{}:", inner.prefix, namespace.key()))
+            .arg(key)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok((generation, value)) => {
+                inner.redis.report_success();
+                match value {
+                    Some(raw) => L2Lookup::Hit(raw),
+                    None => L2Lookup::Miss(generation),
+                }
+            }
+            Err(e) => {
+                inner.redis.report_failure(&e);
+                L2Lookup::Unavailable
+            }
+        }
+    }
+
+    async fn l2_set(
+        &self,
+        namespace: Namespace,
+        generation: String,
+        key: &str,
+        cached: &Cached,
+        ttl: Duration,
+    ) {
+        let inner = &self.inner;
+        if !inner.redis.available() {
+            return;
+        }
+        let redis_key = format!("{}{}:{generation}:{key}", inner.prefix, namespace.key());
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut conn = inner.redis.connection();
+        let result: Result<(), _> = redis::cmd("SET")
+            .arg(redis_key)
+            .arg(cached.to_l2())
+            .arg("PX")
+            .arg(ttl_ms)
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(()) => inner.redis.report_success(),
+            Err(e) => inner.redis.report_failure(&e),
+        }
+    }
+
+    fn generation_key(&self, namespace: Namespace) -> String {
+        format!("{}gen:{}", self.inner.prefix, namespace.key())
+    }
+
+    /// Drops every cached value of `namespace`, here at once and on every other
+    /// instance through Redis (generation bump + pub/sub). Call it after the
+    /// write's transaction has committed. Never fails: if Redis is unreachable
+    /// the bump is retried when it is back.
+    pub async fn invalidate(&self, namespace: Namespace) {
+        let inner = &self.inner;
+        inner.pending[namespace.index()].fetch_add(1, Ordering::AcqRel);
+        self.bump_local(namespace, "local");
+        if inner.redis.available() {
+            self.flush_pending().await;
+        }
+    }
+
+    fn bump_local(&self, namespace: Namespace, origin: &str) {
+        self.inner.l1_generations[namespace.index()].fetch_add(1, Ordering::AcqRel);
+        self.inner
+            .metrics
+            .cache_invalidations_total
+            .with_label_values(&[namespace.key(), origin])
+            .inc();
+    }
+
+    /// Bumps the Redis generation of every namespace written while Redis was
+    /// unreachable, and tells the other instances. Returns false if Redis failed.
+    async fn flush_pending(&self) -> bool {
+        let inner = &self.inner;
+        for namespace in Namespace::ALL {
+            let pending = &inner.pending[namespace.index()];
+            let seen = pending.load(Ordering::Acquire);
+            if seen == 0 {
+                continue;
+            }
+            let mut conn = inner.redis.connection();
+            let result: Result<(i64, i64), _> = redis::pipe()
+                .cmd("INCR")
+                .arg(self.generation_key(namespace))
+                .cmd("PUBLISH")
+                .arg(&inner.channel)
+                .arg(namespace.key())
+                .query_async(&mut conn)
+                .await;
+            match result {
+                Ok(_) => {
+                    inner.redis.report_success();
+                    // Invalidations that arrived during the bump need another.
+                    let _ = pending.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire);
+                }
+                Err(e) => {
+                    inner.redis.report_failure(&e);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Listens for other instances' invalidations until `stop` turns true,
+    /// resubscribing after any failure. Each (re)subscription drops every L1
+    /// entry (messages may have been missed meanwhile) and flushes pending
+    /// generation bumps.
+    pub async fn run_subscriber(
+        self,
+        client: redis::Client,
+        response_timeout: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut backoff = Duration::from_millis(100);
+        let mut connected_before = false;
+        loop {
+            let session = self.subscribe_once(&client, response_timeout, &mut connected_before);
+            tokio::select! {
+                _ = stop.changed() => return,
+                outcome = session => {
+                    if let Err(e) = outcome {
+                        tracing::debug!(error = %e, "cache invalidation subscription lost; retrying");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn subscribe_once(
+        &self,
+        client: &redis::Client,
+        response_timeout: Duration,
+        connected_before: &mut bool,
+    ) -> Result<(), redis::RedisError> {
+        let inner = &self.inner;
+        let connect = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(&inner.channel).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        };
+        let pubsub = tokio::time::timeout(response_timeout * 4, connect)
+            .await
+            .map_err(|_| timeout_error("subscribing"))??;
+        if *connected_before {
+            // We may have missed invalidations while disconnected.
+            for namespace in Namespace::ALL {
+                self.bump_local(namespace, "resync");
+            }
+        }
+        *connected_before = true;
+        self.flush_pending().await;
+
+        let (mut sink, mut stream) = pubsub.split();
+        // A half-open connection (a partition, a blackholed host) never ends the
+        // stream: ping it so such a subscription is noticed and replaced.
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(2));
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Err(timeout_error("subscription closed"));
+                    };
+                    let payload: String = message.get_payload().unwrap_or_default();
+                    if let Ok(namespace) = payload.parse::<Namespace>() {
+                        self.bump_local(namespace, "remote");
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let ping = sink.ping::<String>();
+                    match tokio::time::timeout(response_timeout * 4, ping).await {
+                        Ok(Ok(_)) => {
+                            if inner.pending.iter().any(|p| p.load(Ordering::Acquire) > 0) {
+                                self.flush_pending().await;
+                            }
+                        }
+                        Ok(Err(e)) => return Err(e),
+                        Err(_) => return Err(timeout_error("subscription ping")),
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum L2Lookup {
+    Hit(Vec<u8>),
+    /// Not in Redis; the current generation, to store the loaded value under.
+    Miss(String),
+    Unavailable,
+    /// Skipped: an invalidation of the namespace is not yet in Redis.
+    Bypassed,
+}
+
+fn timeout_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "timed out", what.to_owned()))
+}
+
+fn serialize<T: Serialize>(value: &T, l1_ttl: Duration) -> AppResult<Cached> {
+    let body = serde_json::to_vec(value).map_err(|e| AppError::Internal(e.into()))?;
+    let etag = etag_of(&body);
+    Cached::new(Bytes::from(body), &etag, l1_ttl)
+}
+
+/// The error of a load shared by several waiters: the original when this
+/// caller was the last holder, otherwise an equivalent that keeps the status.
+fn unshare(error: Arc<AppError>) -> AppError {
+    match Arc::try_unwrap(error) {
+        Ok(error) => error,
+        Err(shared) => match shared.as_ref() {
+            AppError::NotFound(d) => AppError::NotFound(d.clone()),
+            AppError::Validation(v) => AppError::Validation(v.clone()),
+            AppError::BadRequest(d) => AppError::BadRequest(d.clone()),
+            AppError::Unavailable(d) => AppError::Unavailable(d.clone()),
+            AppError::Timeout => AppError::Timeout,
+            AppError::Database(e) if is_unavailable(e) => AppError::Unavailable(
+                "The database is temporarily unavailable; retry shortly.".into(),
+            ),
+            other => AppError::Internal(anyhow::anyhow!("shared cache load failed: {other}")),
+        },
+    }
+}

@@ -1,0 +1,236 @@
+//! Read-your-writes across replicas, with consistency tokens.
+//!
+//! After a user's write commits, the primary's WAL position (LSN) is recorded
+//! under the user in Redis, for about as long as a replica in rotation may lag
+//! ([`WriteTokens`]). A read for that user on any instance then goes to a
+//! replica only if the replica has replayed past that position
+//! ([`Db::read_consistent`]); otherwise to the primary (counted as
+//! `db_read_fallbacks_total{reason="replica_behind_writer"}`). Users who have
+//! not written recently read from replicas as usual. If Redis cannot say, the
+//! read goes to the primary: never stale, only slower.
+
+use std::fmt;
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Db;
+use crate::cache::redis::Redis;
+use crate::error::is_unavailable;
+
+/// A Postgres WAL position (`pg_lsn`), e.g. `16/B374D848`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lsn(pub u64);
+
+impl FromStr for Lsn {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (high, low) = s
+            .split_once('/')
+            .ok_or_else(|| format!("not an LSN: {s}"))?;
+        let high = u64::from_str_radix(high, 16).map_err(|e| e.to_string())?;
+        let low = u64::from_str_radix(low, 16).map_err(|e| e.to_string())?;
+        if high > u64::from(u32::MAX) || low > u64::from(u32::MAX) {
+            return Err(format!("not an LSN: {s}"));
+        }
+        Ok(Lsn((high << 32) | low))
+    }
+}
+
+impl fmt::Display for Lsn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:X}/{:X}", self.0 >> 32, self.0 & 0xFFFF_FFFF)
+    }
+}
+
+/// What a read must observe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Freshness {
+    /// No recent write by this user: any replica in rotation will do.
+    Any,
+    /// The user wrote up to this position recently.
+    AtLeast(Lsn),
+    /// Unknown (Redis unavailable): only the primary is safe.
+    Primary,
+}
+
+impl Db {
+    /// The primary's current WAL position: call it after a write commits.
+    pub async fn current_lsn(&self) -> Result<Lsn, sqlx::Error> {
+        let text: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.inner.primary)
+            .await?;
+        text.parse()
+            .map_err(|e: String| sqlx::Error::Decode(e.into()))
+    }
+
+    /// Like [`Db::read`], but the data read is at least as fresh as `freshness`
+    /// asks: a replica is used only once it has replayed past the user's last
+    /// write (checked with one short query), else the primary.
+    pub async fn read_consistent<T, F, Fut>(
+        &self,
+        freshness: Freshness,
+        op: F,
+    ) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let min = match freshness {
+            Freshness::Any => return self.read(op).await,
+            Freshness::Primary => return self.read_on_primary("freshness_unknown", op).await,
+            Freshness::AtLeast(lsn) => lsn,
+        };
+        let Some(replica) = self.pick_replica() else {
+            return self.read(op).await;
+        };
+        let check = sqlx::query_scalar::<_, bool>(
+            "SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)",
+        )
+        .bind(min.to_string())
+        .fetch_one(&replica.pool);
+        let caught_up = tokio::time::timeout(self.inner.check_timeout, check).await;
+        match caught_up {
+            Ok(Ok(true)) => {
+                let metrics = &self.inner.metrics;
+                metrics
+                    .db_reads_total
+                    .with_label_values(&[replica.name.as_str()])
+                    .inc();
+                match op(replica.pool.clone()).await {
+                    Err(e) if is_unavailable(&e) => {
+                        replica.mark_broken(&e);
+                        self.read_on_primary("replica_error", op).await
+                    }
+                    other => other,
+                }
+            }
+            Ok(Ok(false)) => self.read_on_primary("replica_behind_writer", op).await,
+            Ok(Err(e)) if is_unavailable(&e) => {
+                replica.mark_broken(&e);
+                self.read_on_primary("replica_error", op).await
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => self.read_on_primary("replica_error", op).await,
+        }
+    }
+
+    async fn read_on_primary<T, F, Fut>(&self, reason: &str, op: F) -> Result<T, sqlx::Error>
+    where
+        F: Fn(PgPool) -> Fut,
+        Fut: Future<Output = Result<T, sqlx::Error>>,
+    {
+        let metrics = &self.inner.metrics;
+        if !self.inner.replicas.is_empty() {
+            metrics
+                .db_read_fallbacks_total
+                .with_label_values(&[reason])
+                .inc();
+        }
+        metrics.db_reads_total.with_label_values(&["primary"]).inc();
+        op(self.inner.primary.clone()).await
+    }
+}
+
+/// Per-user "last write" positions in Redis, shared by every instance.
+#[derive(Clone)]
+pub struct WriteTokens {
+    redis: Redis,
+    prefix: String,
+    ttl: Duration,
+    set_max: redis::Script,
+}
+
+/// Sets the key to ARGV[1] unless it already holds a later position.
+const SET_MAX: &str = r"
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > current then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+impl WriteTokens {
+    /// `ttl`: how long a replica in rotation may be behind (the lag bound plus
+    /// a health-check interval or two); after that every replica has the write.
+    pub fn new(redis: Redis, prefix: &str, ttl: Duration) -> Self {
+        Self {
+            redis,
+            prefix: format!("{prefix}ryw:"),
+            ttl,
+            set_max: redis::Script::new(SET_MAX),
+        }
+    }
+
+    /// Remembers that `user` wrote up to `lsn`. Returns false if Redis failed
+    /// (the caller may fall back to primary reads for this user's session).
+    pub async fn record(&self, user: Uuid, lsn: Lsn) -> bool {
+        if !self.redis.available() {
+            return false;
+        }
+        let mut conn = self.redis.connection();
+        let ttl_ms = u64::try_from(self.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let result: Result<i64, _> = self
+            .set_max
+            .key(format!("{}{user}", self.prefix))
+            .arg(lsn.0)
+            .arg(ttl_ms)
+            .invoke_async(&mut conn)
+            .await;
+        match result {
+            Ok(_) => {
+                self.redis.report_success();
+                true
+            }
+            Err(e) => {
+                self.redis.report_failure(&e);
+                false
+            }
+        }
+    }
+
+    /// What `user`'s next read must observe.
+    pub async fn freshness(&self, user: Uuid) -> Freshness {
+        if !self.redis.available() {
+            return Freshness::Primary;
+        }
+        let mut conn = self.redis.connection();
+        let result: Result<Option<u64>, _> = redis::cmd("GET")
+            .arg(format!("{}{user}", self.prefix))
+            .query_async(&mut conn)
+            .await;
+        match result {
+            Ok(value) => {
+                self.redis.report_success();
+                value.map_or(Freshness::Any, |lsn| Freshness::AtLeast(Lsn(lsn)))
+            }
+            Err(e) => {
+                self.redis.report_failure(&e);
+                Freshness::Primary
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_parse_compare_and_print_like_postgres() {
+        let a: Lsn = "16/B374D848".parse().expect("lsn");
+        assert_eq!(a.0, (0x16 << 32) | 0xB374_D848);
+        assert_eq!(a.to_string(), "16/B374D848");
+        let b: Lsn = "17/0".parse().expect("lsn");
+        assert!(b > a);
+        assert!("16".parse::<Lsn>().is_err());
+        assert!("1/100000000".parse::<Lsn>().is_err());
+    }
+}

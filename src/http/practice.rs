@@ -1,0 +1,847 @@
+//! Practice: submitting attempts (checked, scheduled, rewarded — one
+//! transaction, idempotent), the learner's progress, and what to practise next.
+//!
+//! Everything here is per user: `Cache-Control: private, no-store`, and reads
+//! go to the primary so a learner always sees their own latest attempt.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::error::{AppError, AppResult, FieldError, Problem};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
+use crate::practice::bank::ExerciseType;
+use crate::practice::scheduling::{self, CardState, Level};
+use crate::spanish::checker::{self, ErrorCategory, Expected, Outcome};
+use crate::spanish::triggers::TriggerCategory;
+use crate::spanish::{Person, Tense};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit_attempt))
+        .routes(routes!(get_progress))
+        .routes(routes!(next_items))
+        .routes(routes!(get_dashboard))
+}
+
+const PRIVATE: &str = "private, no-store";
+pub const MAX_ANSWER_CHARS: usize = 200;
+pub const MAX_DURATION_MS: u32 = 3_600_000;
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AttemptRequest {
+    /// The learner's answer: a verb form, or one of the exercise's `choices`.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    )]
+    pub answer: String,
+    /// Time from showing the exercise to submitting, in milliseconds; quick
+    /// right answers are scheduled further out.
+    #[schema(minimum = 0, maximum = 3_600_000)]
+    pub duration_ms: Option<u32>,
+}
+
+impl AttemptRequest {
+    fn validate(&self) -> AppResult<()> {
+        let mut errors = Vec::new();
+        let chars = self.answer.trim().chars().count();
+        if chars == 0 || chars > MAX_ANSWER_CHARS {
+            errors.push(FieldError::new(
+                "answer",
+                "must be 1 to 200 characters (not only spaces)",
+            ));
+        } else if self.answer.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                "answer",
+                "must not contain control characters",
+            ));
+        }
+        if self.duration_ms.is_some_and(|d| d > MAX_DURATION_MS) {
+            errors.push(FieldError::new(
+                "duration_ms",
+                "must be at most 3600000 (one hour)",
+            ));
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(errors))
+        }
+    }
+}
+
+/// The verdict on one attempt and what it changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptResult {
+    pub attempt_id: Uuid,
+    pub exercise_id: i64,
+    /// `correct`, `accent_mismatch` or `incorrect`.
+    #[schema(value_type = String)]
+    pub result: Outcome,
+    /// Whether it scored as right (an accent slip does, with a warning).
+    pub counts_as_correct: bool,
+    /// The diagnosed mistake, when incorrect.
+    #[schema(value_type = Option<String>)]
+    pub error_category: Option<ErrorCategory>,
+    /// What this answer got right or wrong.
+    pub explanation: String,
+    /// The rule the exercise drills, naming its trigger.
+    pub rule: String,
+    /// Every accepted answer, canonical first.
+    pub accepted: Vec<String>,
+    pub xp_earned: i32,
+    pub total_xp: i64,
+    pub level: Level,
+    pub current_streak: i32,
+    /// When this exercise is next due for review (FSRS).
+    pub next_review_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What the checker and the scheduler need from an exercise row.
+#[derive(sqlx::FromRow)]
+struct ExerciseKey {
+    kind: String,
+    infinitive: String,
+    person: String,
+    tense: String,
+    trigger: Option<String>,
+    difficulty: i16,
+    accepted: Vec<String>,
+    choices: Vec<String>,
+    explanation: String,
+}
+
+/// Checks an answer, records the attempt, reschedules the exercise for this
+/// learner (FSRS) and updates their progress — all in one transaction.
+/// Honors `Idempotency-Key`: a retry returns the first response and records
+/// nothing twice.
+#[utoipa::path(post, path = "/exercises/{id}/attempts", tag = "practice",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "Exercise id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the first response",
+            min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$"),
+    ),
+    request_body = AttemptRequest,
+    responses(
+        (status = 201, description = "The verdict (a replay carries `Idempotent-Replayed: true`)", body = AttemptResult),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such exercise", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The same Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid answer, duration or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable; safe to retry with the same key", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn submit_attempt(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(exercise_id): AppPath<i64>,
+    key: Option<IdempotencyKey>,
+    AppJson(request): AppJson<AttemptRequest>,
+) -> AppResult<Response> {
+    request.validate()?;
+    // Exercises are static reference data: any replica will do.
+    let exercise = state
+        .db
+        .read(|pool| async move {
+            sqlx::query_as::<_, ExerciseKey>(
+                "SELECT kind, infinitive, person, tense, trigger, difficulty, accepted, choices,
+                        explanation
+                   FROM exercises WHERE id = $1",
+            )
+            .bind(exercise_id)
+            .fetch_optional(&pool)
+            .await
+        })
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("No exercise with id {exercise_id}")))?;
+    let corrupt = || AppError::Internal(anyhow::anyhow!("exercise {exercise_id} has unknown keys"));
+    let kind = ExerciseType::from_key(&exercise.kind).ok_or_else(corrupt)?;
+    let tense = Tense::from_key(&exercise.tense).ok_or_else(corrupt)?;
+    let person = Person::from_key(&exercise.person).ok_or_else(corrupt)?;
+    let trigger = exercise
+        .trigger
+        .as_deref()
+        .map(|t| TriggerCategory::from_key(t).ok_or_else(corrupt))
+        .transpose()?;
+    let difficulty = u8::try_from(exercise.difficulty).unwrap_or(3);
+    let verdict = checker::check(
+        &Expected {
+            free_text: matches!(
+                kind,
+                ExerciseType::Conjugation | ExerciseType::SequenceOfTenses
+            ),
+            infinitive: &exercise.infinitive,
+            person,
+            tense,
+            trigger,
+            accepted: &exercise.accepted,
+            choices: &exercise.choices,
+        },
+        &request.answer,
+        state.config.practice.accent_policy,
+    );
+
+    let fingerprint = idempotency::fingerprint(
+        "POST",
+        &format!("/exercises/{exercise_id}/attempts"),
+        &request,
+    )?;
+    let guard = key.as_ref().map(|key| Guard {
+        user_id: user.id,
+        key,
+        fingerprint,
+    });
+    let recorded = Recorded {
+        user_id: user.id,
+        exercise_id,
+        tense,
+        trigger,
+        difficulty,
+        answer: request.answer.trim().to_owned(),
+        duration_ms: request.duration_ms,
+        verdict,
+        rule: exercise.explanation,
+    };
+    let outcome = idempotency::transaction(
+        state.db.write(),
+        guard,
+        StatusCode::CREATED,
+        async move |tx| recorded.save(tx).await,
+    )
+    .await?;
+    if let Idempotent::Done { .. } = &outcome {
+        remember_write(&state, user.id).await;
+    }
+    Ok(outcome.into_response())
+}
+
+/// Records the position of the user's write, so their next reads (on any
+/// instance) see it even from a lagging replica (`db::consistency`).
+pub async fn remember_write(state: &AppState, user_id: Uuid) {
+    match state.db.current_lsn().await {
+        Ok(lsn) => {
+            state.write_tokens.record(user_id, lsn).await;
+        }
+        // Committed, but the primary went away right after: the user's reads
+        // fall back to the primary or a replica that may not have it yet; the
+        // token TTL is short either way.
+        Err(e) => tracing::warn!(error = %e, "could not read the commit position"),
+    }
+}
+
+/// An attempt ready to be written.
+struct Recorded {
+    user_id: Uuid,
+    exercise_id: i64,
+    tense: Tense,
+    trigger: Option<TriggerCategory>,
+    difficulty: u8,
+    answer: String,
+    duration_ms: Option<u32>,
+    verdict: checker::Verdict,
+    rule: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProgressRow {
+    xp: i64,
+    current_streak: i32,
+    longest_streak: i32,
+    last_active_day: Option<NaiveDate>,
+    today: NaiveDate,
+    now: DateTime<Utc>,
+}
+
+impl Recorded {
+    async fn save(self, tx: &mut PgConnection) -> AppResult<AttemptResult> {
+        let verdict = self.verdict;
+        // Lock the learner's progress row first: it serializes all of one
+        // learner's attempts, so the card and totals below never race.
+        sqlx::query("INSERT INTO user_progress (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(self.user_id)
+            .execute(&mut *tx)
+            .await?;
+        let progress = sqlx::query_as::<_, ProgressRow>(
+            "SELECT p.xp, p.current_streak, p.longest_streak, p.last_active_day,
+                    (now() AT TIME ZONE u.timezone)::date AS today, now() AS now
+               FROM user_progress p JOIN users u ON u.id = p.user_id
+              WHERE p.user_id = $1
+                FOR UPDATE OF p",
+        )
+        .bind(self.user_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let now = progress.now;
+
+        let xp = scheduling::xp(verdict.outcome, verdict.counts_as_correct, self.difficulty);
+        let rating = scheduling::grade(
+            verdict.outcome,
+            verdict.counts_as_correct,
+            self.duration_ms,
+            self.difficulty,
+        );
+        let previous = sqlx::query_as::<_, CardRow>(
+            "SELECT due, stability, difficulty, elapsed_days, scheduled_days, reps, lapses,
+                    state, last_review
+               FROM review_cards WHERE user_id = $1 AND exercise_id = $2",
+        )
+        .bind(self.user_id)
+        .bind(self.exercise_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .map(CardState::from);
+        let card = scheduling::review(previous.as_ref(), rating, now);
+        sqlx::query(
+            "INSERT INTO review_cards (user_id, exercise_id, due, stability, difficulty,
+                    elapsed_days, scheduled_days, reps, lapses, state, last_review)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (user_id, exercise_id) DO UPDATE
+                SET due = EXCLUDED.due, stability = EXCLUDED.stability,
+                    difficulty = EXCLUDED.difficulty, elapsed_days = EXCLUDED.elapsed_days,
+                    scheduled_days = EXCLUDED.scheduled_days, reps = EXCLUDED.reps,
+                    lapses = EXCLUDED.lapses, state = EXCLUDED.state,
+                    last_review = EXCLUDED.last_review",
+        )
+        .bind(self.user_id)
+        .bind(self.exercise_id)
+        .bind(card.due)
+        .bind(card.stability)
+        .bind(card.difficulty)
+        .bind(card.elapsed_days)
+        .bind(card.scheduled_days)
+        .bind(card.reps)
+        .bind(card.lapses)
+        .bind(card.state)
+        .bind(card.last_review)
+        .execute(&mut *tx)
+        .await?;
+
+        let attempt_id = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                    counts_as_correct, error_category, duration_ms, xp)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(self.user_id)
+        .bind(now)
+        .bind(attempt_id)
+        .bind(self.exercise_id)
+        .bind(&self.answer)
+        .bind(outcome_key(verdict.outcome))
+        .bind(verdict.counts_as_correct)
+        .bind(verdict.error.map(ErrorCategory::key))
+        .bind(
+            self.duration_ms
+                .map(|d| i32::try_from(d).unwrap_or(i32::MAX)),
+        )
+        .bind(xp)
+        .execute(&mut *tx)
+        .await?;
+
+        let (current_streak, longest_streak) = scheduling::streak(
+            progress.last_active_day,
+            progress.current_streak,
+            progress.longest_streak,
+            progress.today,
+        );
+        let correct = i32::from(verdict.counts_as_correct);
+        sqlx::query(
+            "UPDATE user_progress
+                SET attempts = attempts + 1, correct = correct + $2, xp = xp + $3,
+                    current_streak = $4, longest_streak = $5, last_active_day = $6,
+                    updated_at = now()
+              WHERE user_id = $1",
+        )
+        .bind(self.user_id)
+        .bind(correct)
+        .bind(i64::from(xp))
+        .bind(current_streak)
+        .bind(longest_streak)
+        .bind(progress.today)
+        .execute(&mut *tx)
+        .await?;
+        let mut dimensions = vec![("tense", self.tense.key())];
+        if let Some(trigger) = self.trigger {
+            dimensions.push(("trigger", trigger.key()));
+        }
+        let (names, keys): (Vec<&str>, Vec<&str>) = dimensions.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO user_skill_stats AS s (user_id, dimension, key, attempts, correct)
+             SELECT $1, d, k, 1, $4 FROM UNNEST($2::text[], $3::text[]) AS x(d, k)
+             ON CONFLICT (user_id, dimension, key) DO UPDATE
+                SET attempts = s.attempts + 1, correct = s.correct + EXCLUDED.correct",
+        )
+        .bind(self.user_id)
+        .bind(&names)
+        .bind(&keys)
+        .bind(correct)
+        .execute(&mut *tx)
+        .await?;
+
+        let total_xp = progress.xp + i64::from(xp);
+        Ok(AttemptResult {
+            attempt_id,
+            exercise_id: self.exercise_id,
+            result: verdict.outcome,
+            counts_as_correct: verdict.counts_as_correct,
+            error_category: verdict.error,
+            explanation: verdict.explanation,
+            rule: self.rule,
+            accepted: verdict.accepted,
+            xp_earned: xp,
+            total_xp,
+            level: scheduling::level(total_xp),
+            current_streak,
+            next_review_at: card.due,
+            created_at: now,
+        })
+    }
+}
+
+fn outcome_key(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Correct => "correct",
+        Outcome::AccentMismatch => "accent_mismatch",
+        Outcome::Incorrect => "incorrect",
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CardRow {
+    due: DateTime<Utc>,
+    stability: f64,
+    difficulty: f64,
+    elapsed_days: i64,
+    scheduled_days: i64,
+    reps: i32,
+    lapses: i32,
+    state: i16,
+    last_review: DateTime<Utc>,
+}
+
+impl From<CardRow> for CardState {
+    fn from(r: CardRow) -> Self {
+        CardState {
+            due: r.due,
+            stability: r.stability,
+            difficulty: r.difficulty,
+            elapsed_days: r.elapsed_days,
+            scheduled_days: r.scheduled_days,
+            reps: r.reps,
+            lapses: r.lapses,
+            state: r.state,
+            last_review: r.last_review,
+        }
+    }
+}
+
+/// Accuracy on one skill (a tense or a trigger category).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SkillAccuracy {
+    pub key: String,
+    pub attempts: i32,
+    pub correct: i32,
+    /// correct / attempts, 0 to 1.
+    pub accuracy: f64,
+}
+
+/// A learner's progress, read from aggregates (never from the attempt history).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Progress {
+    pub attempts: i32,
+    pub correct: i32,
+    /// correct / attempts (0 with no attempts).
+    pub accuracy: f64,
+    pub xp: i64,
+    pub level: Level,
+    /// Consecutive days with practice up to today or yesterday, in the
+    /// learner's time zone.
+    pub current_streak: i32,
+    pub longest_streak: i32,
+    pub last_active_day: Option<NaiveDate>,
+    pub by_tense: Vec<SkillAccuracy>,
+    pub by_trigger: Vec<SkillAccuracy>,
+    /// Up to three skills with the lowest accuracy (at least 3 attempts each).
+    pub weakest: Vec<SkillAccuracy>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProgressTotals {
+    attempts: Option<i32>,
+    correct: Option<i32>,
+    xp: Option<i64>,
+    current_streak: Option<i32>,
+    longest_streak: Option<i32>,
+    last_active_day: Option<NaiveDate>,
+    today: NaiveDate,
+}
+
+fn ratio(correct: i32, attempts: i32) -> f64 {
+    if attempts == 0 {
+        0.0
+    } else {
+        f64::from(correct) / f64::from(attempts)
+    }
+}
+
+/// The caller's progress: totals, accuracy, streaks, accuracy per tense and
+/// per trigger category, weakest areas, XP and level. Two queries on
+/// aggregates, on a replica that has the caller's latest attempt.
+#[utoipa::path(get, path = "/users/me/progress", tag = "practice",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's progress", body = Progress),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_progress(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+    let progress = load_progress(&state, user.id).await?;
+    private_json(&progress)
+}
+
+pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progress> {
+    // A replica that has replayed this learner's latest attempt, else the primary.
+    let freshness = state.write_tokens.freshness(user_id).await;
+    let (totals, skills) = state
+        .db
+        .read_consistent(freshness, |pool| async move {
+            let totals = sqlx::query_as::<_, ProgressTotals>(
+                "SELECT p.attempts, p.correct, p.xp, p.current_streak, p.longest_streak,
+                        p.last_active_day, (now() AT TIME ZONE u.timezone)::date AS today
+                   FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
+                  WHERE u.id = $1",
+            )
+            .bind(user_id)
+            .fetch_optional(&pool)
+            .await?;
+            let skills: Vec<(String, String, i32, i32)> = sqlx::query_as(
+                "SELECT dimension, key, attempts, correct FROM user_skill_stats
+                  WHERE user_id = $1 ORDER BY dimension, key",
+            )
+            .bind(user_id)
+            .fetch_all(&pool)
+            .await?;
+            Ok((totals, skills))
+        })
+        .await?;
+    let totals =
+        totals.ok_or_else(|| AppError::unauthenticated("This account no longer exists.", true))?;
+
+    let mut by_tense = Vec::new();
+    let mut by_trigger = Vec::new();
+    for (dimension, key, attempts, correct) in skills {
+        let skill = SkillAccuracy {
+            key,
+            attempts,
+            correct,
+            accuracy: ratio(correct, attempts),
+        };
+        if dimension == "tense" {
+            by_tense.push(skill);
+        } else {
+            by_trigger.push(skill);
+        }
+    }
+    let mut weakest: Vec<SkillAccuracy> = by_tense
+        .iter()
+        .chain(&by_trigger)
+        .filter(|s| s.attempts >= 3)
+        .cloned()
+        .collect();
+    weakest.sort_by(|a, b| {
+        a.accuracy
+            .total_cmp(&b.accuracy)
+            .then(b.attempts.cmp(&a.attempts))
+    });
+    weakest.truncate(3);
+
+    let attempts = totals.attempts.unwrap_or(0);
+    let correct = totals.correct.unwrap_or(0);
+    let xp = totals.xp.unwrap_or(0);
+    // A streak is alive while the last active day is today or yesterday.
+    let alive = totals
+        .last_active_day
+        .is_some_and(|day| day == totals.today || day.succ_opt() == Some(totals.today));
+    Ok(Progress {
+        attempts,
+        correct,
+        accuracy: ratio(correct, attempts),
+        xp,
+        level: scheduling::level(xp),
+        current_streak: if alive {
+            totals.current_streak.unwrap_or(0)
+        } else {
+            0
+        },
+        longest_streak: totals.longest_streak.unwrap_or(0),
+        last_active_day: totals.last_active_day,
+        by_tense,
+        by_trigger,
+        weakest,
+    })
+}
+
+fn private_json<T: Serialize>(value: &T) -> AppResult<Response> {
+    let body = serde_json::to_vec(value).map_err(|e| AppError::Internal(e.into()))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static(PRIVATE)),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct NextQuery {
+    /// How many items, 1 to 50 (default 10).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 50)]
+    pub limit: Option<String>,
+}
+
+/// One item to practise.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextItem {
+    /// `review` (due for spaced repetition) or `new`.
+    pub reason: String,
+    /// For reviews, when it became due.
+    pub due: Option<DateTime<Utc>>,
+    pub exercise: crate::http::exercises::ExerciseView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NextItems {
+    pub items: Vec<NextItem>,
+    /// The difficulty new items were chosen around, from recent accuracy.
+    pub target_difficulty: i16,
+}
+
+/// What to practise now: exercises due for review first (most overdue
+/// first), then new ones from the learner's weakest tenses and triggers at a
+/// difficulty that follows their recent accuracy.
+#[utoipa::path(get, path = "/practice/next", tag = "practice",
+    security(("bearer" = [])),
+    params(NextQuery),
+    responses(
+        (status = 200, description = "Items to practise", body = NextItems),
+        (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid `limit`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn next_items(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppQuery(query): AppQuery<NextQuery>,
+) -> AppResult<Response> {
+    let limit: i64 = match query.limit.as_deref() {
+        None => 10,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=50).contains(n))
+            .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
+    };
+    // Recent accuracy sets the difficulty; weakest skills choose the content.
+    let progress = load_progress(&state, user.id).await?;
+    let target = target_difficulty(progress.attempts, progress.accuracy);
+    let weak = |skills: &[SkillAccuracy]| -> Vec<String> {
+        skills
+            .iter()
+            .filter(|s| s.accuracy < 0.8)
+            .map(|s| s.key.clone())
+            .collect()
+    };
+    let (weak_tenses, weak_triggers) = (weak(&progress.by_tense), weak(&progress.by_trigger));
+    let freshness = state.write_tokens.freshness(user.id).await;
+    let (due, fresh) = state
+        .db
+        .read_consistent(freshness, |pool| {
+            let (weak_tenses, weak_triggers) = (weak_tenses.clone(), weak_triggers.clone());
+            async move {
+                let due: Vec<DueRow> = sqlx::query_as(
+                    "SELECT c.due, e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive,
+                            e.person, e.tense, e.trigger, e.difficulty, e.tags, e.choices
+                       FROM review_cards c JOIN exercises e ON e.id = c.exercise_id
+                      WHERE c.user_id = $1 AND c.due <= now()
+                      ORDER BY c.due
+                      LIMIT $2",
+                )
+                .bind(user.id)
+                .bind(limit)
+                .fetch_all(&pool)
+                .await?;
+                let remaining = limit - i64::try_from(due.len()).unwrap_or(limit);
+                if remaining <= 0 {
+                    return Ok((due, Vec::new()));
+                }
+                // New items: never seen by this learner, near the target
+                // difficulty, weak skills first; the hash varies the order per
+                // learner without a random sort.
+                let fresh: Vec<ExerciseRow> = sqlx::query_as(
+                    "SELECT e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive, e.person,
+                            e.tense, e.trigger, e.difficulty, e.tags, e.choices
+                       FROM exercises e
+                      WHERE e.difficulty BETWEEN $2 - 1 AND $2 + 1
+                        AND NOT EXISTS (SELECT 1 FROM review_cards c
+                                         WHERE c.user_id = $1 AND c.exercise_id = e.id)
+                      ORDER BY (e.tense = ANY($3) OR e.trigger = ANY($4)) DESC,
+                               abs(e.difficulty - $2),
+                               hashtext(e.slug || $1::text)
+                      LIMIT $5",
+                )
+                .bind(user.id)
+                .bind(target)
+                .bind(&weak_tenses)
+                .bind(&weak_triggers)
+                .bind(remaining)
+                .fetch_all(&pool)
+                .await?;
+                Ok((due, fresh))
+            }
+        })
+        .await?;
+    let items = due
+        .into_iter()
+        .map(|row| NextItem {
+            reason: "review".into(),
+            due: Some(row.due),
+            exercise: row.exercise.into(),
+        })
+        .chain(fresh.into_iter().map(|row| NextItem {
+            reason: "new".into(),
+            due: None,
+            exercise: row.into(),
+        }))
+        .collect();
+    private_json(&NextItems {
+        items,
+        target_difficulty: target,
+    })
+}
+
+/// 2 to start; then up with high accuracy, down with low.
+fn target_difficulty(attempts: i32, accuracy: f64) -> i16 {
+    if attempts < 5 {
+        return 2;
+    }
+    match accuracy {
+        a if a >= 0.9 => 5,
+        a if a >= 0.8 => 4,
+        a if a >= 0.65 => 3,
+        a if a >= 0.5 => 2,
+        _ => 1,
+    }
+}
+
+use crate::http::exercises::ExerciseRow;
+
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    due: DateTime<Utc>,
+    #[sqlx(flatten)]
+    exercise: ExerciseRow,
+}
+
+/// One recent attempt with a summary of its exercise.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct RecentAttempt {
+    pub attempt_id: Uuid,
+    pub created_at: DateTime<Utc>,
+    /// `correct`, `accent_mismatch` or `incorrect`.
+    pub result: String,
+    pub counts_as_correct: bool,
+    pub error_category: Option<String>,
+    pub answer: String,
+    pub xp: i32,
+    pub exercise_id: i64,
+    #[serde(rename = "exercise_type")]
+    #[schema(rename = "exercise_type")]
+    pub kind: String,
+    pub prompt: String,
+    pub verb: String,
+    pub difficulty: i16,
+}
+
+/// Everything a learner's home screen shows, in one request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Dashboard {
+    pub profile: crate::http::users::UserProfile,
+    pub progress: Progress,
+    /// The 10 most recent attempts, newest first.
+    pub recent_attempts: Vec<RecentAttempt>,
+}
+
+/// The caller's profile, progress and 10 most recent attempts with their
+/// exercises: four queries whatever the history (a join, not a query per
+/// attempt), on a replica that has the caller's latest attempt.
+#[utoipa::path(get, path = "/users/me/dashboard", tag = "practice",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's dashboard", body = Dashboard),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_dashboard(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
+    let progress = load_progress(&state, user.id).await?;
+    let freshness = state.write_tokens.freshness(user.id).await;
+    let (profile, recent_attempts) = state
+        .db
+        .read_consistent(freshness, |pool| async move {
+            let profile = sqlx::query_as::<_, crate::auth::store::UserRow>(
+                "SELECT id, email, password_hash, display_name, role, timezone, is_active,
+                        created_at
+                   FROM users WHERE id = $1",
+            )
+            .bind(user.id)
+            .fetch_optional(&pool)
+            .await?;
+            // Newest first across partitions: each partition's primary key
+            // (user_id, created_at, id) is read backwards, and the merge stops
+            // after ten rows.
+            let recent = sqlx::query_as::<_, RecentAttempt>(
+                "SELECT a.id AS attempt_id, a.created_at, a.outcome AS result,
+                        a.counts_as_correct, a.error_category, a.answer, a.xp, a.exercise_id,
+                        e.kind, e.prompt, e.infinitive AS verb, e.difficulty
+                   FROM attempts a JOIN exercises e ON e.id = a.exercise_id
+                  WHERE a.user_id = $1
+                  ORDER BY a.created_at DESC, a.id DESC
+                  LIMIT 10",
+            )
+            .bind(user.id)
+            .fetch_all(&pool)
+            .await?;
+            Ok((profile, recent))
+        })
+        .await?;
+    let profile = profile
+        .filter(|u| u.is_active)
+        .ok_or_else(|| AppError::unauthenticated("This account no longer exists.", true))?;
+    private_json(&Dashboard {
+        profile: profile.into(),
+        progress,
+        recent_attempts,
+    })
+}

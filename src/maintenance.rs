@@ -1,0 +1,83 @@
+//! Periodic housekeeping, run by every instance (each job is idempotent and
+//! cheap when there is nothing to do; partition creation is serialized by an
+//! advisory lock):
+//! - create the partitions of the current and next periods;
+//! - report rows stuck in default partitions (`db_partition_default_rows`);
+//! - purge idempotency keys past their retention and expired refresh tokens.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use crate::db::partitions;
+use crate::metrics::Metrics;
+
+/// One round of every job. Failures are logged, never fatal: the next round
+/// retries.
+pub async fn run_once(pool: &PgPool, metrics: &Metrics) {
+    match partitions::ensure(pool, partitions::DEFAULT_AHEAD).await {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!(?created, "created partitions ahead of time");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not create partitions ahead of time"),
+    }
+    for spec in partitions::TABLES {
+        match partitions::default_rows(pool, spec).await {
+            Ok(rows) => {
+                metrics
+                    .partition_default_rows
+                    .with_label_values(&[spec.table])
+                    .set(rows);
+                if rows > 0 {
+                    tracing::warn!(
+                        table = spec.table,
+                        rows,
+                        "rows in the default partition: a partition is missing (run `refbackend partitions ensure`)"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(table = spec.table, error = %e, "could not count default-partition rows")
+            }
+        }
+    }
+    match crate::http::idempotency::purge_expired(pool).await {
+        Ok(n) if n > 0 => tracing::info!(deleted = n, "purged expired idempotency keys"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
+    }
+    match sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
+        .execute(pool)
+        .await
+    {
+        Ok(done) if done.rows_affected() > 0 => {
+            tracing::info!(
+                deleted = done.rows_affected(),
+                "purged expired refresh tokens"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not purge expired refresh tokens"),
+    }
+}
+
+/// Runs [`run_once`] every `interval` until `stop` turns true.
+pub async fn run(
+    pool: PgPool,
+    metrics: Metrics,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick fires at once; start-up already ran a round.
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = ticker.tick() => run_once(&pool, &metrics).await,
+        }
+    }
+}

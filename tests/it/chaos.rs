@@ -1,0 +1,917 @@
+//! Chaos tests: the real app under concurrent load while the network to a real
+//! dependency is cut or blackholed by a [`ChaosProxy`], or the dependency's
+//! process is killed. Every request of the load is recorded, and each test
+//! asserts exactly how many failed (usually none) and how.
+//!
+//! Shape of every test: start the load, wait until it really uses the dependency,
+//! break it, wait until the app has noticed *and* the load has gone on for a while,
+//! heal, wait until the app uses the dependency again, stop the load, count.
+//! Nothing sleeps a fixed time: every wait polls with a deadline.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::chaos_proxy::ChaosProxy;
+use crate::services::{TestDatabase, services};
+use crate::support::{TestApp, TestAppBuilder};
+
+/// Concurrent client tasks hammering the app.
+const WORKERS: usize = 12;
+/// How long any one wait for the app to notice something may take.
+const NOTICE: Duration = Duration::from_secs(10);
+/// The fail-fast bound for a refused write (its acquire timeout is 500 ms).
+const FAIL_FAST: Duration = Duration::from_secs(2);
+const PASSWORD: &str = "correct horse battery";
+
+// ---------------------------------------------------------------------------
+// The load generator
+// ---------------------------------------------------------------------------
+
+/// One kind of request the load sends.
+#[derive(Debug, Clone)]
+enum Call {
+    ListCities,
+    GetCity(i64),
+    /// A registration with a fresh email.
+    Register,
+    Login {
+        email: String,
+        password: String,
+    },
+}
+
+impl Call {
+    fn kind(&self) -> &'static str {
+        match self {
+            Call::ListCities => "list-cities",
+            Call::GetCity(_) => "get-city",
+            Call::Register => "register",
+            Call::Login { password, .. } if password == PASSWORD => "login-ok",
+            Call::Login { .. } => "login-wrong",
+        }
+    }
+}
+
+/// What happened to one request.
+#[derive(Debug, Clone)]
+struct Outcome {
+    kind: &'static str,
+    started: Instant,
+    elapsed: Duration,
+    /// None: no HTTP answer at all (connection error, client timeout).
+    status: Option<u16>,
+    problem_json: bool,
+    retry_after: bool,
+    /// The error or the start of the body, for failure messages.
+    detail: String,
+}
+
+impl Outcome {
+    fn finished(&self) -> Instant {
+        self.started + self.elapsed
+    }
+}
+
+/// Worker tasks sending `calls` in a loop until stopped; every outcome is kept.
+struct Load {
+    stop: Arc<AtomicBool>,
+    completed: Arc<AtomicU64>,
+    /// When each worker's request in flight started, in µs since `epoch`.
+    in_flight: Arc<Vec<AtomicU64>>,
+    epoch: Instant,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    workers: Vec<JoinHandle<()>>,
+}
+
+impl Load {
+    /// `workers` tasks; task `i` sends `calls[i % len]`, so each kind of call
+    /// gets its own share of the concurrency.
+    fn start(app: &TestApp, workers: usize, calls: Vec<Call>) -> Load {
+        assert!(!calls.is_empty());
+        let stop = Arc::new(AtomicBool::new(false));
+        let completed = Arc::new(AtomicU64::new(0));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let epoch = Instant::now();
+        let in_flight: Arc<Vec<AtomicU64>> =
+            Arc::new((0..workers).map(|_| AtomicU64::new(0)).collect());
+        // The app's own timeout answers before this one; it only catches hangs.
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("load client");
+        let base = format!("http://{}", app.addr);
+        let workers = (0..workers)
+            .map(|i| {
+                let call = calls[i % calls.len()].clone();
+                let (client, base) = (client.clone(), base.clone());
+                let (stop, completed, outcomes) =
+                    (stop.clone(), completed.clone(), outcomes.clone());
+                let in_flight = in_flight.clone();
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        in_flight[i].store(micros_since(epoch), Ordering::Relaxed);
+                        let outcome = send(&client, &base, &call).await;
+                        outcomes.lock().expect("outcomes").push(outcome);
+                        completed.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            completed,
+            in_flight,
+            epoch,
+            outcomes,
+            workers,
+        }
+    }
+
+    fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    fn snapshot(&self) -> Vec<Outcome> {
+        self.outcomes.lock().expect("outcomes").clone()
+    }
+
+    /// Waits until `n` more requests have completed than when called.
+    async fn run_for(&self, n: u64, what: &str) {
+        let target = self.completed() + n;
+        let deadline = Instant::now() + NOTICE * 2;
+        while self.completed() < target {
+            assert!(
+                Instant::now() < deadline,
+                "the load stalled ({what}): {} of {target} requests completed",
+                self.completed()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until no request that started before `since` is still in flight:
+    /// every request caught by a fault has answered, one way or another.
+    async fn settle(&self, since: Instant, what: &str) {
+        let since = since.saturating_duration_since(self.epoch).as_micros();
+        let since = u64::try_from(since).unwrap_or(u64::MAX);
+        let deadline = Instant::now() + NOTICE * 2;
+        while self
+            .in_flight
+            .iter()
+            .any(|started| started.load(Ordering::Relaxed) < since)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "requests caught by the fault never answered ({what})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the workers (each finishes its request in flight) and returns
+    /// every outcome.
+    async fn stop(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.expect("load worker");
+        }
+        Arc::try_unwrap(self.outcomes)
+            .expect("workers are done")
+            .into_inner()
+            .expect("outcomes")
+    }
+}
+
+fn micros_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+async fn send(client: &reqwest::Client, base: &str, call: &Call) -> Outcome {
+    let request = match call {
+        Call::ListCities => client.get(format!("{base}/api/v1/cities?limit=5")),
+        Call::GetCity(id) => client.get(format!("{base}/api/v1/cities/{id}")),
+        Call::Register => client
+            .post(format!("{base}/api/v1/auth/register"))
+            .json(&json!({
+                "email": format!("chaos-{}@example.com", uuid::Uuid::new_v4().simple()),
+                "password": PASSWORD,
+                "display_name": "Chaos",
+            })),
+        Call::Login { email, password } => client
+            .post(format!("{base}/api/v1/auth/login"))
+            .json(&json!({"email": email, "password": password})),
+    };
+    let started = Instant::now();
+    let result = request.send().await;
+    let mut outcome = Outcome {
+        kind: call.kind(),
+        started,
+        elapsed: Duration::ZERO,
+        status: None,
+        problem_json: false,
+        retry_after: false,
+        detail: String::new(),
+    };
+    match result {
+        Ok(response) => {
+            outcome.status = Some(response.status().as_u16());
+            outcome.problem_json = response
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v == "application/problem+json");
+            outcome.retry_after = response.headers().contains_key("retry-after");
+            let body = response.text().await.unwrap_or_default();
+            outcome.detail = body.chars().take(200).collect();
+        }
+        Err(e) => outcome.detail = e.to_string(),
+    }
+    outcome.elapsed = started.elapsed();
+    outcome
+}
+
+/// The status each kind of call must answer when nothing is wrong with it.
+fn expected_status(kind: &str) -> u16 {
+    match kind {
+        "register" => 201,
+        "login-wrong" => 401,
+        _ => 200,
+    }
+}
+
+/// Outcomes whose status is not the expected one.
+fn unexpected<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Vec<&'a Outcome> {
+    outcomes
+        .into_iter()
+        .filter(|o| o.status != Some(expected_status(o.kind)))
+        .collect()
+}
+
+fn max_elapsed<'a>(outcomes: impl IntoIterator<Item = &'a Outcome>) -> Duration {
+    outcomes
+        .into_iter()
+        .map(|o| o.elapsed)
+        .max()
+        .unwrap_or_default()
+}
+
+/// A one-line account of the load, printed for the record (`--nocapture`).
+fn summary(test: &str, outcomes: &[Outcome]) -> String {
+    let mut kinds: Vec<&str> = outcomes.iter().map(|o| o.kind).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    let per_kind: Vec<String> = kinds
+        .iter()
+        .map(|kind| {
+            let of_kind: Vec<&Outcome> = outcomes.iter().filter(|o| o.kind == *kind).collect();
+            format!(
+                "{kind}: {} sent, {} unexpected, max {:?}",
+                of_kind.len(),
+                unexpected(of_kind.iter().copied()).len(),
+                max_elapsed(of_kind.iter().copied())
+            )
+        })
+        .collect();
+    format!("[chaos] {test}: {}", per_kind.join("; "))
+}
+
+fn assert_none_failed(test: &str, outcomes: &[Outcome]) {
+    let failed = unexpected(outcomes);
+    assert!(
+        failed.is_empty(),
+        "{}\n{} of {} requests failed, first ones: {:#?}",
+        summary(test, outcomes),
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Helpers for apps, metrics and readiness
+// ---------------------------------------------------------------------------
+
+/// A database URL for `name` through `proxy`.
+fn url_via(proxy: &ChaosProxy, name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:{}/{name}", proxy.port())
+}
+
+/// Public reads: a page of cities and a few cities by id (ids read from the app).
+async fn read_calls(app: &TestApp) -> Vec<Call> {
+    let (status, page) = app.get_json("/api/v1/cities?limit=3").await;
+    assert_eq!(status, 200, "{page}");
+    let mut calls = vec![Call::ListCities];
+    for city in page["items"].as_array().expect("items") {
+        calls.push(Call::GetCity(city["id"].as_i64().expect("id")));
+    }
+    assert_eq!(calls.len(), 4, "three cities to read: {page}");
+    calls
+}
+
+/// Polls `probe` every 50 ms until it returns true, or panics after `timeout`.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !probe().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn replica_in_rotation(body: &Value) -> Option<bool> {
+    body["dependencies"]["replicas"][0]["in_rotation"].as_bool()
+}
+
+/// Reads served by the replica pool so far.
+async fn replica_reads(app: &TestApp) -> f64 {
+    app.metric("db_reads_total", &[("pool", "replica-0")]).await
+}
+
+async fn fallbacks(app: &TestApp) -> f64 {
+    app.metric("db_read_fallbacks_total", &[]).await
+}
+
+/// Waits until the replica pool has served `n` more reads than now.
+async fn wait_for_replica_reads(app: &TestApp, n: f64, what: &str) {
+    let target = replica_reads(app).await + n;
+    eventually(what, NOTICE, || async move {
+        replica_reads(app).await >= target
+    })
+    .await;
+}
+
+/// Builder settings shared by the chaos apps: no rate limit gets in the way of
+/// the load (the limiter still runs and still counts its decisions).
+fn chaos_builder() -> TestAppBuilder {
+    TestApp::builder()
+        .env("RATE_LIMIT_REGISTER_IP", "1000000/1m")
+        .env("RATE_LIMIT_LOGIN_IP", "1000000/1m")
+        .env("RATE_LIMIT_LOGIN_ACCOUNT", "1000000/1m")
+}
+
+/// For database faults: without the cache every read really reaches a database.
+fn uncached_builder() -> TestAppBuilder {
+    chaos_builder().env("CACHE_ENABLED", "false")
+}
+
+// ---------------------------------------------------------------------------
+// Replica failures
+// ---------------------------------------------------------------------------
+
+/// An app whose replica is the shared one, reached through a proxy. A read
+/// waits at most 1 s (acquire) + 2 s (statement) + 0.5 s on a silent replica
+/// before it is retried on the primary.
+async fn app_with_proxied_replica(builder: TestAppBuilder) -> (TestApp, ChaosProxy) {
+    let db = services().create_database().await;
+    let proxy = ChaosProxy::to_port(services().replica.port()).await;
+    let db = TestDatabase {
+        replica_url: url_via(&proxy, &db.name),
+        ..db
+    };
+    let app = builder
+        .env("DB_REPLICA_POOL_STATEMENT_TIMEOUT", "2s")
+        .start_on(db)
+        .await;
+    app.wait_for_ready("replica in rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    (app, proxy)
+}
+
+/// Runs the replica scenario: load, `break_it`, noticed, heal, back; 0 failures.
+async fn replica_scenario(
+    test: &str,
+    app: &TestApp,
+    proxy: &ChaosProxy,
+    break_it: fn(&ChaosProxy),
+) -> Vec<Outcome> {
+    let load = Load::start(app, WORKERS, read_calls(app).await);
+    wait_for_replica_reads(app, 50.0, "reads on the replica before the fault").await;
+
+    break_it(proxy);
+    let broken_at = Instant::now();
+    app.wait_for_ready("replica out of rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(false)
+    })
+    .await;
+    load.settle(broken_at, "reads caught by the fault").await;
+    load.run_for(200, "reads while the replica is unreachable")
+        .await;
+    let (status, body) = app.get_json("/ready").await;
+    assert_eq!(status, 200, "degraded, still serving: {body}");
+    assert_eq!(body["status"], "degraded");
+    assert!(fallbacks(app).await >= 1.0);
+
+    proxy.heal();
+    app.wait_for_ready("replica back in rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    assert_eq!(
+        app.metric("db_replica_in_rotation", &[("replica", "replica-0")])
+            .await,
+        1.0
+    );
+    wait_for_replica_reads(app, 50.0, "reads on the replica after the heal").await;
+    assert!(proxy.connections() >= 1, "the replica pool reconnected");
+
+    let outcomes = load.stop().await;
+    eprintln!(
+        "{} (fallbacks: {})",
+        summary(test, &outcomes),
+        fallbacks(app).await
+    );
+    assert_none_failed(test, &outcomes);
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_a_replica_cut_with_no_failures() {
+    let (app, proxy) = app_with_proxied_replica(uncached_builder()).await;
+    replica_scenario(
+        "reads_survive_a_replica_cut_with_no_failures",
+        &app,
+        &proxy,
+        ChaosProxy::cut,
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_a_replica_blackhole_with_no_failures() {
+    let test = "reads_survive_a_replica_blackhole_with_no_failures";
+    let (app, proxy) = app_with_proxied_replica(uncached_builder()).await;
+    let outcomes = replica_scenario(test, &app, &proxy, ChaosProxy::blackhole).await;
+    // Reads caught by the partition waited for the silent replica at most its
+    // acquire + statement timeouts + 0.5 s (3.5 s here), then were retried on
+    // the primary: well within the 10 s request timeout they would otherwise
+    // hit.
+    let slowest = max_elapsed(&outcomes);
+    assert!(
+        slowest < Duration::from_secs(5),
+        "{test}: a read took {slowest:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_survive_a_killed_replica_process_and_return_to_it_after_restart() {
+    let test = "reads_survive_a_killed_replica_process_and_return_to_it_after_restart";
+    let replica = services().dedicated_replica().await;
+    let app = uncached_builder()
+        .replica_port(replica.port())
+        .start()
+        .await;
+    app.wait_for_ready("replica in rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    let load = Load::start(&app, WORKERS, read_calls(&app).await);
+    wait_for_replica_reads(&app, 50.0, "reads on the replica before the kill").await;
+
+    tokio::task::block_in_place(|| replica.kill());
+    let killed_at = Instant::now();
+    app.wait_for_ready("killed replica out of rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(false)
+    })
+    .await;
+    load.settle(killed_at, "reads caught by the kill").await;
+    load.run_for(200, "reads while the replica is dead").await;
+
+    tokio::task::block_in_place(|| replica.start());
+    app.wait_for_ready("restarted replica back in rotation", NOTICE * 2, |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    wait_for_replica_reads(&app, 50.0, "reads on the restarted replica").await;
+
+    let outcomes = load.stop().await;
+    eprintln!(
+        "{} (fallbacks: {})",
+        summary(test, &outcomes),
+        fallbacks(&app).await
+    );
+    assert_none_failed(test, &outcomes);
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Primary failures
+// ---------------------------------------------------------------------------
+
+/// An app whose primary is reached through a proxy; reads go to the shared
+/// replica directly. Writes give up on the pool after 500 ms.
+async fn app_with_proxied_primary(builder: TestAppBuilder) -> (TestApp, ChaosProxy) {
+    let db = services().create_database().await;
+    let proxy = ChaosProxy::to_port(services().primary.port()).await;
+    let db = TestDatabase {
+        primary_url: url_via(&proxy, &db.name),
+        ..db
+    };
+    let app = builder
+        .env("DB_POOL_ACQUIRE_TIMEOUT", "500ms")
+        .start_on(db)
+        .await;
+    app.wait_for_ready("replica in rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    (app, proxy)
+}
+
+/// Readers on the replica plus writers registering fresh accounts: of the 12
+/// workers, 2 write (as many as hash passwords at once, so a write's latency is
+/// its own hashing plus the database, not a queue).
+fn primary_load(app: &TestApp, reads: Vec<Call>) -> Load {
+    let calls = (0..WORKERS)
+        .map(|i| {
+            if i % 6 == 2 {
+                Call::Register
+            } else {
+                reads[i % reads.len()].clone()
+            }
+        })
+        .collect();
+    Load::start(app, WORKERS, calls)
+}
+
+/// The outcomes of every kind of call but `kind`.
+fn except(outcomes: &[Outcome], kind: &str) -> Vec<Outcome> {
+    outcomes
+        .iter()
+        .filter(|o| o.kind != kind)
+        .cloned()
+        .collect()
+}
+
+/// Polls `/ready` every 20 ms and keeps every report in which the replica is
+/// out of rotation.
+struct RotationWatch {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<Vec<Value>>,
+}
+
+impl RotationWatch {
+    fn start(app: &TestApp) -> RotationWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (client, url) = (app.client.clone(), app.url("/ready"));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                if let Ok(response) = client.get(&url).send().await
+                    && let Ok(body) = response.json::<Value>().await
+                    && replica_in_rotation(&body) == Some(false)
+                {
+                    out.push(body);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            out
+        });
+        RotationWatch { stop, task }
+    }
+
+    async fn stop(self) -> Vec<Value> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.expect("rotation watch")
+    }
+}
+
+/// Waits until `n` registrations that started after `since` have answered
+/// with `status` (any status when None).
+async fn wait_for_writes(load: &Load, since: Instant, status: Option<u16>, n: usize, what: &str) {
+    eventually(what, NOTICE * 2, || async move {
+        load.snapshot()
+            .iter()
+            .filter(|o| o.kind == "register" && o.started >= since)
+            .filter(|o| status.is_none() || o.status == status)
+            .count()
+            >= n
+    })
+    .await;
+}
+
+/// The checks of a refused write: a 503 problem with Retry-After.
+fn assert_clean_503(test: &str, o: &Outcome) {
+    assert_eq!(o.status, Some(503), "{test}: {o:#?}");
+    assert!(o.problem_json, "{test}: not problem+json: {o:#?}");
+    assert!(o.retry_after, "{test}: no Retry-After: {o:#?}");
+}
+
+/// The primary scenario: reads and writes; `break_it`; every request caught by
+/// the fault answers; writes go on failing for a while; heal; writes succeed
+/// again. Reads never fail. Returns the outcomes with the fault and heal times.
+async fn primary_scenario(
+    test: &str,
+    app: &TestApp,
+    proxy: &ChaosProxy,
+    break_it: fn(&ChaosProxy),
+) -> (Vec<Outcome>, Instant, Instant) {
+    let load = primary_load(app, read_calls(app).await);
+    let rotation = RotationWatch::start(app);
+    let started = Instant::now();
+    wait_for_writes(&load, started, Some(201), 10, "writes before the fault").await;
+
+    break_it(proxy);
+    let broken_at = Instant::now();
+    app.wait_for_ready("primary reported down", NOTICE, |b| {
+        b["dependencies"]["primary"]["status"] == "down"
+    })
+    .await;
+    load.settle(broken_at, "requests caught by the fault").await;
+    let settled_at = Instant::now();
+    wait_for_writes(&load, settled_at, None, 12, "writes during the outage").await;
+    let (status, body) = app.get_json("/ready").await;
+    assert_eq!(status, 200, "reads still served, so degraded: {body}");
+    assert_eq!(body["status"], "degraded");
+
+    proxy.heal();
+    let healed_at = Instant::now();
+    wait_for_writes(&load, healed_at, Some(201), 10, "writes after the heal").await;
+    let outcomes = load.stop().await;
+    eprintln!("{}", summary(test, &outcomes));
+    // Reads never failed: they are served by the replica, which never left the
+    // rotation (not one read fell back to the unreachable primary).
+    let left = rotation.stop().await;
+    assert!(
+        left.is_empty(),
+        "{test}: the replica left the rotation: {left:#?}"
+    );
+    assert_eq!(fallbacks(app).await, 0.0, "{test}");
+    assert_none_failed(test, &except(&outcomes, "register"));
+    // Every write that failed, failed cleanly.
+    for o in unexpected(outcomes.iter().filter(|o| o.kind == "register")) {
+        assert_clean_503(test, o);
+    }
+    (outcomes, broken_at, healed_at)
+}
+
+/// Writes by when they ran: (before the fault, started during the outage and
+/// answered before the heal, started after the heal).
+fn writes_by_phase(
+    outcomes: &[Outcome],
+    broken_at: Instant,
+    healed_at: Instant,
+) -> (Vec<&Outcome>, Vec<&Outcome>, Vec<&Outcome>) {
+    let writes = || outcomes.iter().filter(|o| o.kind == "register");
+    (
+        writes().filter(|o| o.finished() < broken_at).collect(),
+        writes()
+            .filter(|o| o.started > broken_at && o.finished() < healed_at)
+            .collect(),
+        writes().filter(|o| o.started > healed_at).collect(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fail_fast_with_503_while_the_primary_is_cut_and_recover_after_heal() {
+    let test = "writes_fail_fast_with_503_while_the_primary_is_cut_and_recover_after_heal";
+    let (app, proxy) = app_with_proxied_primary(uncached_builder()).await;
+    let (outcomes, cut_at, healed_at) = primary_scenario(test, &app, &proxy, ChaosProxy::cut).await;
+
+    let (before, during, after) = writes_by_phase(&outcomes, cut_at, healed_at);
+    assert!(unexpected(before.iter().copied()).is_empty(), "{before:#?}");
+    assert!(unexpected(after.iter().copied()).is_empty(), "{after:#?}");
+    assert!(!during.is_empty());
+    for o in &during {
+        assert_clean_503(test, o);
+    }
+    // A cut connection fails at once, so even the writes caught by the cut
+    // answered fast.
+    let refused = unexpected(outcomes.iter().filter(|o| o.kind == "register"));
+    let slowest = max_elapsed(refused.iter().copied());
+    eprintln!(
+        "[chaos] {test}: writes: {} before the cut (all 201), {} during the outage (all 503), \
+         {} refused in all (slowest {slowest:?}), {} after the heal (all 201)",
+        before.len(),
+        during.len(),
+        refused.len(),
+        after.len()
+    );
+    assert!(slowest < FAIL_FAST, "{test}: a refusal took {slowest:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_fail_fast_with_503_while_the_primary_is_blackholed() {
+    let test = "writes_fail_fast_with_503_while_the_primary_is_blackholed";
+    // A write caught mid-transaction by the partition waits for an answer that
+    // never comes; only the request timeout ends it (see below). 3 s keeps the
+    // test short.
+    let (app, proxy) =
+        app_with_proxied_primary(uncached_builder().env("HTTP_REQUEST_TIMEOUT", "3s")).await;
+    let (outcomes, blackholed_at, healed_at) =
+        primary_scenario(test, &app, &proxy, ChaosProxy::blackhole).await;
+
+    let (before, during, after) = writes_by_phase(&outcomes, blackholed_at, healed_at);
+    assert!(unexpected(before.iter().copied()).is_empty(), "{before:#?}");
+    assert!(!during.is_empty());
+    // Writes that start while the primary is silent fail fast: the pool's
+    // connection check (a ping) gets no answer and the acquire times out.
+    for o in &during {
+        assert_clean_503(test, o);
+        assert!(o.elapsed < FAIL_FAST, "{test}: slow refusal {o:#?}");
+    }
+    // Writes that were waiting on the primary when it went silent cannot know it
+    // is gone: they answer 503 when the request timeout (3 s here) fires.
+    let caught: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| {
+            o.kind == "register" && o.started < blackholed_at && o.finished() > blackholed_at
+        })
+        .collect();
+    for o in &caught {
+        assert!(
+            o.status == Some(201) || o.elapsed < Duration::from_secs(4),
+            "{test}: {o:#?}"
+        );
+    }
+    // After the heal, writes that waited on the held connections may still
+    // answer 503 until the pool has replaced them; then every write succeeds
+    // (checked by the scenario: 10 successes after the heal).
+    eprintln!(
+        "[chaos] {test}: writes: {} before the blackhole (all 201), {} started during it \
+         (all 503, slowest {:?}), {} caught in flight by it (slowest {:?}, statuses {:?}), \
+         {} after the heal ({} not 201)",
+        before.len(),
+        during.len(),
+        max_elapsed(during.iter().copied()),
+        caught.len(),
+        max_elapsed(caught.iter().copied()),
+        caught.iter().map(|o| o.status).collect::<Vec<_>>(),
+        after.len(),
+        unexpected(after.iter().copied()).len(),
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
+// Redis failures
+// ---------------------------------------------------------------------------
+
+/// Registers one account (before any fault) for the login load.
+async fn register_account(app: &TestApp) -> String {
+    let email = format!("chaos-{}@example.com", uuid::Uuid::new_v4().simple());
+    let response = app
+        .client
+        .post(app.url("/api/v1/auth/register"))
+        .json(&json!({"email": email, "password": PASSWORD, "display_name": "Chaos"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), 201);
+    email
+}
+
+/// Cities, correct logins and wrong-password logins.
+async fn redis_calls(app: &TestApp) -> Vec<Call> {
+    let email = register_account(app).await;
+    let mut calls = read_calls(app).await;
+    calls.truncate(2);
+    calls.push(Call::Login {
+        email: email.clone(),
+        password: PASSWORD.to_owned(),
+    });
+    calls.push(Call::Login {
+        email,
+        password: "wrong password entirely".to_owned(),
+    });
+    calls
+}
+
+async fn decisions(app: &TestApp, backend: &str) -> f64 {
+    app.metric("rate_limit_decisions_total", &[("backend", backend)])
+        .await
+}
+
+async fn wait_for_decisions(app: &TestApp, backend: &str, n: f64, what: &str) {
+    let target = decisions(app, backend).await + n;
+    eventually(what, NOTICE, || async move {
+        decisions(app, backend).await >= target
+    })
+    .await;
+}
+
+async fn redis_up(app: &TestApp) -> f64 {
+    app.metric("dependency_up", &[("dependency", "redis")])
+        .await
+}
+
+/// Load, `break_it`, degraded-but-ready, `heal`, Redis used again.
+async fn redis_scenario(
+    test: &str,
+    app: &TestApp,
+    break_it: impl FnOnce(),
+    heal: impl FnOnce(),
+) -> Vec<Outcome> {
+    let load = Load::start(app, 8, redis_calls(app).await);
+    wait_for_decisions(app, "redis", 10.0, "rate-limit decisions in Redis").await;
+
+    break_it();
+    let broken_at = Instant::now();
+    let body = app
+        .wait_for_ready("redis reported down", NOTICE, |b| {
+            b["dependencies"]["redis"]["status"] == "down"
+        })
+        .await;
+    assert_eq!(body["status"], "degraded", "{body}");
+    let response = app.get("/ready").await;
+    assert_eq!(response.status(), 200, "Redis down leaves the app ready");
+    assert_eq!(redis_up(app).await, 0.0);
+    wait_for_decisions(app, "local", 20.0, "local rate-limit decisions").await;
+    load.settle(broken_at, "requests caught by the fault").await;
+    load.run_for(100, "requests while Redis is unreachable")
+        .await;
+
+    heal();
+    eventually("redis back up", NOTICE, || async move {
+        redis_up(app).await == 1.0
+    })
+    .await;
+    wait_for_decisions(app, "redis", 10.0, "rate-limit decisions in Redis again").await;
+    let outcomes = load.stop().await;
+    let during: Vec<&Outcome> = outcomes.iter().filter(|o| o.started > broken_at).collect();
+    eprintln!(
+        "{} (after the fault: max {:?}; decisions redis {}, local {})",
+        summary(test, &outcomes),
+        max_elapsed(during.iter().copied()),
+        decisions(app, "redis").await,
+        decisions(app, "local").await,
+    );
+    assert_none_failed(test, &outcomes);
+    outcomes
+}
+
+/// For Redis faults: the cache on, with cities dropping out of L1 every second,
+/// so reads keep going to Redis (L2) while it fails.
+fn redis_builder() -> TestAppBuilder {
+    chaos_builder().env("CACHE_TTL_CITIES", "1s,1m")
+}
+
+/// An app whose Redis is the shared one, reached through a proxy.
+async fn app_with_proxied_redis() -> (TestApp, ChaosProxy) {
+    let proxy = ChaosProxy::to_port(services().redis_port).await;
+    let app = redis_builder()
+        .env("REDIS_URL", &format!("redis://{}", proxy.addr()))
+        .start()
+        .await;
+    (app, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_reads_survive_a_redis_cut_and_use_redis_again_after_heal() {
+    let (app, proxy) = app_with_proxied_redis().await;
+    redis_scenario(
+        "login_and_reads_survive_a_redis_cut_and_use_redis_again_after_heal",
+        &app,
+        || proxy.cut(),
+        || proxy.heal(),
+    )
+    .await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blackholed_redis_stalls_no_request_beyond_its_command_timeout() {
+    let test = "a_blackholed_redis_stalls_no_request_beyond_its_command_timeout";
+    let (app, proxy) = app_with_proxied_redis().await;
+    let outcomes = redis_scenario(test, &app, || proxy.blackhole(), || proxy.heal()).await;
+    // REDIS_RESPONSE_TIMEOUT is 250 ms and REDIS_CONNECT_TIMEOUT 500 ms: no
+    // request may wait on Redis for much longer than that. Reads do nothing
+    // else slow; logins also hash a password (a few hundred ms under load).
+    let reads = outcomes
+        .iter()
+        .filter(|o| o.kind.ends_with("cities") || o.kind == "get-city");
+    let slowest_read = max_elapsed(reads);
+    assert!(
+        slowest_read < Duration::from_secs(1),
+        "{test}: a read took {slowest_read:?}"
+    );
+    let slowest = max_elapsed(&outcomes);
+    assert!(slowest < FAIL_FAST, "{test}: a request took {slowest:?}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_reads_survive_a_real_redis_restart() {
+    let redis = services().dedicated_redis();
+    let app = redis_builder().env("REDIS_URL", &redis.url()).start().await;
+    redis_scenario(
+        "login_and_reads_survive_a_real_redis_restart",
+        &app,
+        || tokio::task::block_in_place(|| redis.kill()),
+        || tokio::task::block_in_place(|| redis.start()),
+    )
+    .await;
+    app.stop().await;
+}

@@ -1,0 +1,482 @@
+//! Practice on real Postgres: attempts checked and recorded in one
+//! transaction, idempotent retries, FSRS cards, progress aggregates that
+//! match the attempt history, partitions and pruning.
+
+use serde_json::{Value, json};
+
+use crate::support::TestApp;
+
+async fn app() -> TestApp {
+    TestApp::builder()
+        .without_replica()
+        .unseeded()
+        .start()
+        .await
+}
+
+/// (id, canonical answer) of the first exercise of `kind`.
+async fn exercise(app: &TestApp, kind: &str, offset: i64) -> (i64, String) {
+    sqlx::query_as("SELECT id, answer FROM exercises WHERE kind = $1 ORDER BY id OFFSET $2 LIMIT 1")
+        .bind(kind)
+        .bind(offset)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("exercise")
+}
+
+async fn attempt(
+    app: &TestApp,
+    token: &str,
+    id: i64,
+    body: Value,
+    key: Option<&str>,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut request = app
+        .client
+        .post(app.url(&format!("/api/v1/exercises/{id}/attempts")))
+        .bearer_auth(token)
+        .json(&body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        response.json().await.unwrap_or(Value::Null),
+        headers,
+    )
+}
+
+async fn count(app: &TestApp, sql: &str, user: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+        .bind(uuid::Uuid::parse_str(user).expect("uuid"))
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count")
+}
+
+#[tokio::test]
+async fn a_right_answer_is_checked_recorded_scheduled_and_counted() {
+    let app = app().await;
+    let (user, token) = app.register_member("learner@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, body, headers) = attempt(
+        &app,
+        &token,
+        id,
+        json!({"answer": format!("  {} ", answer.to_uppercase()), "duration_ms": 5000}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(headers["cache-control"], "private, no-store");
+    assert_eq!(body["result"], "correct");
+    assert_eq!(body["counts_as_correct"], true);
+    assert!(body["xp_earned"].as_i64().expect("xp") > 1);
+    assert!(body["next_review_at"].is_string());
+    assert_eq!(body["current_streak"], 1);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM attempts WHERE user_id = $1",
+            &user
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM review_cards WHERE user_id = $1",
+            &user
+        )
+        .await,
+        1
+    );
+
+    let (status, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(status, 200);
+    assert_eq!(progress["attempts"], 1);
+    assert_eq!(progress["correct"], 1);
+    assert_eq!(progress["xp"], body["xp_earned"]);
+    assert_eq!(progress["current_streak"], 1);
+    assert!(!progress["by_tense"].as_array().expect("tenses").is_empty());
+    app.stop().await;
+}
+
+async fn get_auth(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_wrong_answer_gets_a_category_and_an_explanation() {
+    let app = app().await;
+    let (_, token) = app.register_member("wrong@example.com").await;
+    let (id, _) = exercise(&app, "conjugation", 3).await;
+    let (status, body, _) = attempt(&app, &token, id, json!({"answer": "zzzz"}), None).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["result"], "incorrect");
+    assert_eq!(body["counts_as_correct"], false);
+    assert!(body["error_category"].is_string(), "{body}");
+    assert!(!body["explanation"].as_str().expect("text").is_empty());
+    assert!(!body["accepted"].as_array().expect("accepted").is_empty());
+    assert_eq!(body["xp_earned"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_idempotency_key_record_one_attempt() {
+    let app = app().await;
+    let (user, token) = app.register_member("retry@example.com").await;
+    let (id, answer) = exercise(&app, "sequence_of_tenses", 0).await;
+    let body = json!({"answer": answer});
+    let results = futures_util::future::join_all(
+        (0..6).map(|_| attempt(&app, &token, id, body.clone(), Some("attempt-key-1"))),
+    )
+    .await;
+    let ids: Vec<&Value> = results.iter().map(|(_, b, _)| &b["attempt_id"]).collect();
+    for (status, body, _) in &results {
+        assert_eq!(*status, 201, "{body}");
+    }
+    assert!(
+        ids.windows(2).all(|w| w[0] == w[1]),
+        "one response for all: {ids:?}"
+    );
+    let replays = results
+        .iter()
+        .filter(|(_, _, h)| h.contains_key("idempotent-replayed"))
+        .count();
+    assert_eq!(replays, 5);
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM attempts WHERE user_id = $1",
+            &user
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT attempts::int8 FROM user_progress WHERE user_id = $1",
+            &user
+        )
+        .await,
+        1
+    );
+
+    // The same key for a different answer is refused, and records nothing.
+    let (status, problem, _) = attempt(
+        &app,
+        &token,
+        id,
+        json!({"answer": "otra"}),
+        Some("attempt-key-1"),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM attempts WHERE user_id = $1",
+            &user
+        )
+        .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn progress_aggregates_equal_the_attempt_history_under_concurrent_attempts() {
+    let app = app().await;
+    let (user, token) = app.register_member("busy@example.com").await;
+    let mut tasks = Vec::new();
+    for offset in 0..20 {
+        let (id, answer) = exercise(&app, "conjugation", offset).await;
+        let answer = if offset % 3 == 0 {
+            "mal".to_owned()
+        } else {
+            answer
+        };
+        tasks.push(attempt(&app, &token, id, json!({"answer": answer}), None));
+    }
+    for (status, body, _) in futures_util::future::join_all(tasks).await {
+        assert_eq!(status, 201, "{body}");
+    }
+    let (attempts, correct, xp): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE counts_as_correct), coalesce(sum(xp), 0)::int8
+           FROM attempts WHERE user_id = $1",
+    )
+    .bind(uuid::Uuid::parse_str(&user).expect("uuid"))
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("history");
+    let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(attempts, 20);
+    assert_eq!(progress["attempts"].as_i64(), Some(attempts));
+    assert_eq!(progress["correct"].as_i64(), Some(correct));
+    assert_eq!(progress["xp"].as_i64(), Some(xp));
+    let tense_total: i64 = progress["by_tense"]
+        .as_array()
+        .expect("tenses")
+        .iter()
+        .map(|s| s["attempts"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(tense_total, attempts);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn practice_next_offers_due_reviews_first_then_new_items() {
+    let app = app().await;
+    let (user, token) = app.register_member("next@example.com").await;
+    let (status, body) = get_auth(&app, &token, "/api/v1/practice/next?limit=5").await;
+    assert_eq!(status, 200, "{body}");
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items.len(), 5);
+    assert!(items.iter().all(|i| i["reason"] == "new"));
+    assert!(items.iter().all(|i| i["exercise"].get("answer").is_none()));
+
+    // Answer one, then make its card due now.
+    let id = items[0]["exercise"]["id"].as_i64().expect("id");
+    attempt(&app, &token, id, json!({"answer": "nada"}), None).await;
+    sqlx::query("UPDATE review_cards SET due = now() - interval '1 minute' WHERE user_id = $1")
+        .bind(uuid::Uuid::parse_str(&user).expect("uuid"))
+        .execute(app.state.db.write())
+        .await
+        .expect("make due");
+    let (_, body) = get_auth(&app, &token, "/api/v1/practice/next?limit=5").await;
+    let items = body["items"].as_array().expect("items");
+    assert_eq!(items[0]["reason"], "review");
+    assert_eq!(items[0]["exercise"]["id"].as_i64(), Some(id));
+    assert!(
+        items[1..]
+            .iter()
+            .all(|i| i["reason"] == "new" && i["exercise"]["id"] != id)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_attempts_are_422s_and_unknown_exercises_404s() {
+    let app = app().await;
+    let (_, token) = app.register_member("invalid@example.com").await;
+    let (id, _) = exercise(&app, "conjugation", 0).await;
+    for body in [
+        json!({"answer": "   "}),
+        json!({"answer": "a".repeat(201)}),
+        json!({"answer": "x", "duration_ms": 3_600_001}),
+        json!({"answer": "te\u{0}nga"}),
+    ] {
+        let (status, problem, _) = attempt(&app, &token, id, body.clone(), None).await;
+        assert_eq!(status, 422, "{body}: {problem}");
+    }
+    let (status, _, _) = attempt(&app, &token, 99_999_999, json!({"answer": "x"}), None).await;
+    assert_eq!(status, 404);
+    let (status, _, _) = attempt(&app, "not-a-token", id, json!({"answer": "x"}), None).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": "x"}), Some("bad key")).await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn partitions_exist_ahead_and_a_users_recent_history_prunes_to_them() {
+    let app = app().await;
+    let created = refbackend::db::partitions::ensure(app.state.db.write(), 2)
+        .await
+        .expect("ensure");
+    // Start-up already created them, so a second run creates nothing.
+    assert!(created.is_empty(), "{created:?}");
+    let partitions = refbackend::db::partitions::list(app.state.db.write())
+        .await
+        .expect("list");
+    let names: Vec<&str> = partitions.iter().map(|p| p.partition.as_str()).collect();
+    assert!(names.contains(&"attempts_default"), "{names:?}");
+    assert!(names.len() >= 4, "current + 2 ahead + default: {names:?}");
+
+    // now() is stable, not immutable: Postgres prunes at execution time, which
+    // EXPLAIN ANALYZE reports as "Subplans Removed".
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM attempts
+          WHERE user_id = '00000000-0000-0000-0000-000000000001'
+            AND created_at >= now() - interval '7 days' AND created_at <= now()",
+    )
+    .fetch_all(app.state.db.write())
+    .await
+    .expect("explain");
+    let plan = plan.join("\n");
+    let scanned = plan.matches(" on attempts_").count();
+    assert!(plan.contains("Subplans Removed"), "no pruning:\n{plan}");
+    assert!(
+        scanned <= 2,
+        "a week of history touches at most two quarters:\n{plan}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_stray_row_in_the_default_partition_moves_when_its_partition_is_created() {
+    let app = app().await;
+    let (user, _) = app.register_member("stray@example.com").await;
+    let (id, _) = exercise(&app, "conjugation", 0).await;
+    let user = uuid::Uuid::parse_str(&user).expect("uuid");
+    // Far in the future: no partition covers it, so it lands in the default.
+    sqlx::query(
+        "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                counts_as_correct, xp)
+         VALUES ($1, '2031-02-01', $2, $3, 'x', 'incorrect', false, 1)",
+    )
+    .bind(user)
+    .bind(uuid::Uuid::now_v7())
+    .bind(id)
+    .execute(app.state.db.write())
+    .await
+    .expect("stray insert");
+    let spec = refbackend::db::partitions::TABLES[0];
+    assert_eq!(
+        refbackend::db::partitions::default_rows(app.state.db.write(), &spec)
+            .await
+            .expect("count"),
+        1
+    );
+    // Enough periods ahead to reach 2031.
+    let created = refbackend::db::partitions::ensure(app.state.db.write(), 20)
+        .await
+        .expect("ensure");
+    assert!(
+        created.iter().any(|n| n == "attempts_2031q1"),
+        "{created:?}"
+    );
+    assert_eq!(
+        refbackend::db::partitions::default_rows(app.state.db.write(), &spec)
+            .await
+            .expect("count"),
+        0
+    );
+    let moved: i64 = sqlx::query_scalar("SELECT count(*) FROM attempts_2031q1")
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+    assert_eq!(moved, 1, "nothing lost");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_profile_progress_and_the_last_ten_attempts_newest_first() {
+    let app = app().await;
+    let (_, token) = app.register_member("dash@example.com").await;
+    for offset in 0..12 {
+        let (id, answer) = exercise(&app, "conjugation", offset).await;
+        let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+        assert_eq!(status, 201);
+    }
+    let (status, body) = get_auth(&app, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["profile"]["email"], "dash@example.com");
+    assert_eq!(body["progress"]["attempts"], 12);
+    let recent = body["recent_attempts"].as_array().expect("recent");
+    assert_eq!(recent.len(), 10);
+    let times: Vec<&str> = recent
+        .iter()
+        .map(|a| a["created_at"].as_str().expect("time"))
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "newest first");
+    assert!(
+        recent
+            .iter()
+            .all(|a| a["prompt"].is_string() && a["verb"].is_string())
+    );
+    app.stop().await;
+}
+
+/// Reads of `/users/me/progress` for `token`, with the replica/primary read counters.
+async fn progress_reads(app: &TestApp, token: &str) -> (Value, f64, f64) {
+    let (status, body) = get_auth(app, token, "/api/v1/users/me/progress").await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body,
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        app.metric("db_reads_total", &[("pool", "primary")]).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_reads_their_own_attempt_at_once_while_the_replica_is_paused() {
+    let replica = crate::services::services().dedicated_replica().await;
+    // A generous lag bound keeps the paused replica in rotation: only the
+    // consistency token can keep the learner's reads off it.
+    let app = TestApp::builder()
+        .unseeded()
+        .replica_port(replica.port())
+        .env("DB_REPLICA_MAX_LAG", "60s")
+        .start()
+        .await;
+    app.wait_for_ready(
+        "replica in rotation",
+        std::time::Duration::from_secs(10),
+        |b| b["dependencies"]["replicas"][0]["in_rotation"] == true,
+    )
+    .await;
+    let (_, writer) = app.register_member("writer@example.com").await;
+    let (_, reader) = app.register_member("reader@example.com").await;
+    let replica_pool = sqlx::PgPool::connect(&replica.url(&app.db.name))
+        .await
+        .expect("replica connect");
+    crate::support::wait_for_catch_up(&app.db.primary_url, &replica.url(&app.db.name)).await;
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .expect("pause replay");
+
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &writer, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    let (body, on_replica, on_primary) = progress_reads(&app, &writer).await;
+    assert_eq!(body["attempts"], 1, "the writer sees their attempt: {body}");
+    let (_, replica_after, primary_after) = progress_reads(&app, &writer).await;
+    assert_eq!(replica_after, on_replica, "not from the paused replica");
+    assert!(primary_after > on_primary);
+    assert!(
+        app.metric(
+            "db_read_fallbacks_total",
+            &[("reason", "replica_behind_writer")]
+        )
+        .await
+            >= 2.0
+    );
+    // Someone who wrote nothing still reads from the replica.
+    let (_, replica_before, _) = progress_reads(&app, &reader).await;
+    let (_, replica_then, _) = progress_reads(&app, &reader).await;
+    assert!(
+        replica_then > replica_before,
+        "other learners stay on the replica"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .expect("resume replay");
+    crate::support::wait_for_catch_up(&app.db.primary_url, &replica.url(&app.db.name)).await;
+    let (_, before, _) = progress_reads(&app, &writer).await;
+    let (body, after, _) = progress_reads(&app, &writer).await;
+    assert_eq!(body["attempts"], 1);
+    assert!(
+        after > before,
+        "once replayed, the writer's reads return to the replica"
+    );
+    replica_pool.close().await;
+    app.stop().await;
+}
