@@ -24,6 +24,7 @@ use crate::config::{Config, CorsOrigins};
 use crate::db::Db;
 use crate::db::consistency::WriteTokens;
 use crate::http;
+use crate::leaderboard::Leaderboard;
 use crate::metrics::Metrics;
 use crate::monitor::{self, Health};
 use crate::openapi;
@@ -54,6 +55,7 @@ pub struct AppStateInner {
     pub cache: Cache,
     /// Per-user "last write" positions for read-your-writes on replicas.
     pub write_tokens: WriteTokens,
+    pub leaderboard: Leaderboard,
     pub auth: Auth,
     pub metrics: Metrics,
     pub health: Arc<Health>,
@@ -100,6 +102,7 @@ impl App {
             + 2 * config.database.health_check_interval
             + Duration::from_secs(1);
         let write_tokens = WriteTokens::new(redis.clone(), &config.redis.key_prefix, token_ttl);
+        let leaderboard = Leaderboard::new(redis.clone(), &config.redis.key_prefix);
         let pubsub_client =
             ::redis::Client::open(config.redis.url.expose()).context("configuring Redis")?;
         if config.database.migrate_on_start {
@@ -150,6 +153,7 @@ impl App {
                     redis,
                     cache,
                     write_tokens,
+                    leaderboard,
                     auth,
                     metrics,
                     health,

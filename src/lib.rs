@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod leaderboard;
 pub mod maintenance;
 pub mod metrics;
 pub mod monitor;

@@ -8,6 +8,7 @@ pub mod cities;
 pub mod exercises;
 pub mod extract;
 pub mod idempotency;
+pub mod leaderboard;
 pub mod observe;
 pub mod operations;
 pub mod pagination;
@@ -32,6 +33,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(verbs::router())
         .merge(exercises::router())
         .merge(practice::router())
+        .merge(leaderboard::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

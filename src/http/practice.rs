@@ -225,8 +225,12 @@ pub async fn submit_attempt(
         async move |tx| recorded.save(tx).await,
     )
     .await?;
-    if let Idempotent::Done { .. } = &outcome {
+    if let Idempotent::Done { value, .. } = &outcome {
         remember_write(&state, user.id).await;
+        state
+            .leaderboard
+            .add(user.id, i64::from(value.xp_earned), value.created_at)
+            .await;
     }
     Ok(outcome.into_response())
 }
@@ -597,7 +601,7 @@ pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progres
     })
 }
 
-fn private_json<T: Serialize>(value: &T) -> AppResult<Response> {
+pub fn private_json<T: Serialize>(value: &T) -> AppResult<Response> {
     let body = serde_json::to_vec(value).map_err(|e| AppError::Internal(e.into()))?;
     Ok((
         [

@@ -480,3 +480,86 @@ async fn a_learner_reads_their_own_attempt_at_once_while_the_replica_is_paused()
     replica_pool.close().await;
     app.stop().await;
 }
+
+async fn leaderboard(app: &TestApp, token: &str, period: &str) -> Value {
+    let (status, body) = get_auth(
+        app,
+        token,
+        &format!("/api/v1/leaderboard?period={period}&limit=5"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_leaderboard_ranks_xp_and_is_rebuilt_from_postgres_when_redis_loses_it() {
+    let app = app().await;
+    let (_, ana) = app.register_member("ana@example.com").await;
+    let (_, ben) = app.register_member("ben@example.com").await;
+    for (token, right) in [(&ana, 6), (&ben, 2)] {
+        for offset in 0..right {
+            let (id, answer) = exercise(&app, "conjugation", offset).await;
+            let (status, _, _) = attempt(&app, token, id, json!({"answer": answer}), None).await;
+            assert_eq!(status, 201);
+        }
+    }
+    let before = leaderboard(&app, &ben, "all_time").await;
+    let items = before["items"].as_array().expect("items");
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[0]["display_name"], "Learner");
+    assert!(items[0]["xp"].as_i64() > items[1]["xp"].as_i64());
+    assert_eq!(before["me"]["rank"], 2, "ben is second: {before}");
+    let weekly = leaderboard(&app, &ana, "weekly").await;
+    assert_eq!(weekly["me"]["rank"], 1);
+    assert_eq!(
+        weekly["items"], before["items"],
+        "all XP was earned this week"
+    );
+
+    // Redis loses everything under this test's prefix: the boards come back
+    // from Postgres, identical.
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let pattern = format!("{}:lb:*", app.db.name);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut redis)
+        .await
+        .expect("keys");
+    assert!(!keys.is_empty());
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .expect("del");
+    let after = leaderboard(&app, &ben, "all_time").await;
+    assert_eq!(after, before, "rebuilt from Postgres");
+    assert_eq!(leaderboard(&app, &ana, "weekly").await, weekly);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_the_leaderboard_is_read_from_postgres() {
+    let app = TestApp::builder()
+        .without_replica()
+        .unseeded()
+        .env(
+            "REDIS_URL",
+            &format!("redis://127.0.0.1:{}", crate::support::free_port()),
+        )
+        .start()
+        .await;
+    let (_, token) = app.register_member("offline@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    let board = leaderboard(&app, &token, "weekly").await;
+    assert_eq!(board["me"]["rank"], 1, "{board}");
+    assert_eq!(board["items"][0]["display_name"], "Learner");
+    let (status, _) = get_auth(&app, &token, "/api/v1/leaderboard?period=monthly").await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
