@@ -122,6 +122,21 @@ pub struct CacheConfig {
     pub ttls: [Ttls; Namespace::ALL.len()],
 }
 
+/// CivicQ settings.
+#[derive(Debug, Clone)]
+pub struct CivicConfig {
+    /// `RATE_LIMIT_QUESTIONS_USER`: questions a user may post (default 20/1d).
+    pub questions_per_user: crate::ratelimit::Quota,
+    /// `RATE_LIMIT_VOTES_USER`: votes a user may cast or change (default 300/1h).
+    pub votes_per_user: crate::ratelimit::Quota,
+    /// `CIVIC_FLAGS_TO_HIDE`: distinct flags that hide a question until a
+    /// moderator reviews it (default 3).
+    pub flags_to_hide: i32,
+    /// `CIVIC_DUPLICATE_SIMILARITY`: trigram similarity (0–1) from which a new
+    /// question counts as a near-duplicate (default 0.6).
+    pub duplicate_similarity: f64,
+}
+
 /// Subjunctive-practice settings.
 #[derive(Debug, Clone)]
 pub struct PracticeConfig {
@@ -200,6 +215,7 @@ pub struct Config {
     pub redis: RedisConfig,
     pub cache: CacheConfig,
     pub practice: PracticeConfig,
+    pub civic: CivicConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -277,6 +293,14 @@ impl Config {
         };
 
         let cache = env.cache();
+        let civic = CivicConfig {
+            questions_per_user: env.parse("RATE_LIMIT_QUESTIONS_USER", quota(20, 86_400)),
+            votes_per_user: env.parse("RATE_LIMIT_VOTES_USER", quota(300, 3600)),
+            flags_to_hide: env.parse("CIVIC_FLAGS_TO_HIDE", 3_i32).max(1),
+            duplicate_similarity: env
+                .parse("CIVIC_DUPLICATE_SIMILARITY", 0.6_f64)
+                .clamp(0.1, 1.0),
+        };
         let practice = PracticeConfig {
             accent_policy: match env.optional("PRACTICE_ACCENT_POLICY").as_deref() {
                 None | Some("warn") => AccentPolicy::Warn,
@@ -318,6 +342,7 @@ impl Config {
                 redis,
                 cache,
                 practice,
+                civic,
                 auth,
                 log,
             })

@@ -107,3 +107,22 @@ impl FromRequestParts<AppState> for ClientIp {
         )))
     }
 }
+
+/// For endpoints that are public but say more to a signed-in caller: no
+/// `Authorization` header is `None`; a header with a bad token is still a 401
+/// (a client that meant to sign in should know it did not).
+impl axum::extract::OptionalFromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            return Ok(None);
+        }
+        <AuthUser as FromRequestParts<AppState>>::from_request_parts(parts, state)
+            .await
+            .map(Some)
+    }
+}

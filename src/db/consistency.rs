@@ -170,6 +170,18 @@ impl WriteTokens {
     /// Remembers that `user` wrote up to `lsn`. Returns false if Redis failed
     /// (the caller may fall back to primary reads for this user's session).
     pub async fn record(&self, user: Uuid, lsn: Lsn) -> bool {
+        self.record_scope(&user.to_string(), lsn).await
+    }
+
+    /// What `user`'s next read must observe.
+    pub async fn freshness(&self, user: Uuid) -> Freshness {
+        self.freshness_scope(&user.to_string()).await
+    }
+
+    /// Like [`WriteTokens::record`] for a shared scope (e.g. a cache namespace
+    /// whose loaders must not cache data older than the write that
+    /// invalidated it).
+    pub async fn record_scope(&self, scope: &str, lsn: Lsn) -> bool {
         if !self.redis.available() {
             return false;
         }
@@ -179,7 +191,7 @@ impl WriteTokens {
             .max(1);
         let result: Result<i64, _> = self
             .set_max
-            .key(format!("{}{user}", self.prefix))
+            .key(format!("{}{scope}", self.prefix))
             .arg(lsn.0)
             .arg(ttl_ms)
             .invoke_async(&mut conn)
@@ -196,14 +208,14 @@ impl WriteTokens {
         }
     }
 
-    /// What `user`'s next read must observe.
-    pub async fn freshness(&self, user: Uuid) -> Freshness {
+    /// What a read in `scope` must observe.
+    pub async fn freshness_scope(&self, scope: &str) -> Freshness {
         if !self.redis.available() {
             return Freshness::Primary;
         }
         let mut conn = self.redis.connection();
         let result: Result<Option<u64>, _> = redis::cmd("GET")
-            .arg(format!("{}{user}", self.prefix))
+            .arg(format!("{}{scope}", self.prefix))
             .query_async(&mut conn)
             .await;
         match result {

@@ -31,11 +31,18 @@ pub struct PartitionedTable {
 }
 
 /// Every partitioned table the service maintains.
-pub const TABLES: &[PartitionedTable] = &[PartitionedTable {
-    table: "attempts",
-    column: "created_at",
-    period: Period::Quarter,
-}];
+pub const TABLES: &[PartitionedTable] = &[
+    PartitionedTable {
+        table: "attempts",
+        column: "created_at",
+        period: Period::Quarter,
+    },
+    PartitionedTable {
+        table: "questions",
+        column: "created_at",
+        period: Period::Month,
+    },
+];
 
 /// How many periods after the current one to keep created.
 pub const DEFAULT_AHEAD: u32 = 2;
@@ -136,14 +143,24 @@ pub async fn ensure(pool: &PgPool, ahead: u32) -> Result<Vec<String>, sqlx::Erro
             if strays {
                 // Move the default partition's rows of this range into the
                 // new partition, then attach it: nothing is lost or doubled.
+                // Generated columns are recomputed, so they are not copied.
+                let columns: String = sqlx::query_scalar(
+                    "SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+                       FROM pg_attribute
+                      WHERE attrelid = $1::regclass AND attnum > 0
+                        AND NOT attisdropped AND attgenerated = ''",
+                )
+                .bind(spec.table)
+                .fetch_one(&mut *tx)
+                .await?;
                 for statement in [
                     format!(
-                        "CREATE TABLE \"{name}\" (LIKE \"{table}\" INCLUDING DEFAULTS INCLUDING CONSTRAINTS)",
+                        "CREATE TABLE \"{name}\" (LIKE \"{table}\" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING GENERATED)",
                         table = spec.table
                     ),
                     format!(
                         "WITH moved AS (DELETE FROM \"{default}\" WHERE \"{col}\" >= '{from}' AND \"{col}\" < '{to}' RETURNING *)
-                         INSERT INTO \"{name}\" SELECT * FROM moved",
+                         INSERT INTO \"{name}\" ({columns}) SELECT {columns} FROM moved",
                         col = spec.column
                     ),
                     format!(

@@ -262,6 +262,20 @@ fn json_response(status: StatusCode, body: Bytes, replayed: bool) -> Response {
     response
 }
 
+/// Whether `key` already holds a stored response for `user` (so a request with
+/// it will be a replay); for skipping side effects such as rate limits.
+pub async fn is_recorded(pool: &PgPool, user_id: Uuid, key: &IdempotencyKey) -> AppResult<bool> {
+    Ok(sqlx::query_scalar::<_, bool>(
+        "SELECT EXISTS (SELECT 1 FROM idempotency_keys
+                         WHERE user_id = $1 AND key = $2 AND created_at >= now() - $3::interval)",
+    )
+    .bind(user_id)
+    .bind(key.as_str())
+    .bind(RETENTION)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Deletes keys past their retention; returns how many.
 pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let done = sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - $1::interval")

@@ -9,11 +9,13 @@ pub mod exercises;
 pub mod extract;
 pub mod idempotency;
 pub mod leaderboard;
+pub mod moderation;
 pub mod observe;
 pub mod operations;
 pub mod pagination;
 pub mod practice;
 pub mod problems;
+pub mod questions;
 pub mod users;
 pub mod verbs;
 
@@ -34,6 +36,8 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(exercises::router())
         .merge(practice::router())
         .merge(leaderboard::router())
+        .merge(questions::router())
+        .merge(moderation::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

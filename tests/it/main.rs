@@ -21,5 +21,6 @@ mod idempotency;
 mod lifecycle;
 mod operations;
 mod practice;
+mod questions;
 mod routing;
 mod verbs;

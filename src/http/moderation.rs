@@ -1,0 +1,627 @@
+//! CivicQ moderation and candidate answers.
+//!
+//! - `POST /questions/{id}/flags`: one flag per user (primary key); after
+//!   `CIVIC_FLAGS_TO_HIDE` distinct flags the question is hidden until a
+//!   moderator decides (logged as `auto_hide`).
+//! - `POST /questions/{id}/moderation` (moderator or admin): `approve`,
+//!   `remove`, or `merge` into another question of the same city. Merging
+//!   moves votes without double counting: a user who voted on both keeps
+//!   their vote on the target; the target's counters are recomputed from its
+//!   votes. Every action is written to `moderation_log` in its transaction.
+//! - Candidate answers: one per candidate per question, editable, every
+//!   version kept in `answer_revisions`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{AuthUser, Role};
+use crate::civic::ranking;
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::extract::{AppJson, AppPath};
+use crate::http::practice::private_json;
+use crate::http::questions::created_at_of;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(flag_question))
+        .routes(routes!(moderate_question))
+        .routes(routes!(post_answer, list_answers))
+        .routes(routes!(edit_answer))
+}
+
+fn question_key(id: Uuid) -> AppResult<DateTime<Utc>> {
+    created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))
+}
+
+async fn invalidate_lists(state: &AppState) {
+    state
+        .cache
+        .invalidate(crate::cache::Namespace::Questions)
+        .await;
+    state
+        .cache
+        .invalidate(crate::cache::Namespace::Popular)
+        .await;
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlagRequest {
+    /// Why (optional, up to 200 characters).
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FlagResult {
+    /// Distinct users who flagged the question.
+    pub flag_count: i32,
+    /// `hidden` once the flags reached the threshold.
+    pub status: String,
+}
+
+/// Flags a question for moderation (once per user; flagging again is a 409).
+#[utoipa::path(post, path = "/questions/{id}/flags", tag = "civic",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Question id")),
+    request_body = FlagRequest,
+    responses(
+        (status = 201, description = "Flag recorded", body = FlagResult),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already flagged by you", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Reason too long", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn flag_question(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(request): AppJson<FlagRequest>,
+) -> AppResult<Response> {
+    let reason = request
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(AppError::validation(
+            "reason",
+            "must be at most 200 characters of text",
+        ));
+    }
+    let created_at = question_key(id)?;
+    let threshold = state.config.civic.flags_to_hide;
+    let mut tx = state.db.write().begin().await?;
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(created_at)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(status) = status else {
+        return Err(AppError::NotFound(format!("No question with id {id}")));
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO question_flags (question_id, user_id, reason) VALUES ($1, $2, $3)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(id)
+    .bind(user.id)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(AppError::Conflict(
+            "You already flagged this question.".into(),
+        ));
+    }
+    let flag_count: i32 = sqlx::query_scalar(
+        "UPDATE questions SET flag_count = flag_count + 1
+          WHERE created_at = $1 AND id = $2 RETURNING flag_count",
+    )
+    .bind(created_at)
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let hide = status == "visible" && flag_count >= threshold;
+    if hide {
+        sqlx::query("UPDATE questions SET status = 'hidden' WHERE created_at = $1 AND id = $2")
+            .bind(created_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO moderation_log (moderator_id, action, question_id, reason)
+             VALUES ($1, 'auto_hide', $2, $3)",
+        )
+        .bind(user.id)
+        .bind(id)
+        .bind(format!("{flag_count} distinct flags"))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    if hide {
+        invalidate_lists(&state).await;
+    }
+    let result = FlagResult {
+        flag_count,
+        status: if hide { "hidden".into() } else { status },
+    };
+    let mut response = private_json(&result)?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ModerationAction {
+    Approve,
+    Remove,
+    Merge,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModerationRequest {
+    pub action: ModerationAction,
+    /// For `merge`: the question this one duplicates (same city).
+    pub target_id: Option<Uuid>,
+    /// Recorded in the audit log.
+    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModerationResult {
+    pub question_id: Uuid,
+    /// The question's status after the action.
+    pub status: String,
+    /// For `merge`: votes moved to the target (voters of both kept one vote).
+    pub votes_moved: Option<i64>,
+}
+
+/// Approves (visible again, flags cleared), removes, or merges a question
+/// into a duplicate (role moderator or admin). Audited.
+#[utoipa::path(post, path = "/questions/{id}/moderation", tag = "civic",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Question id")),
+    request_body = ModerationRequest,
+    responses(
+        (status = 200, description = "Done", body = ModerationResult),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a moderator", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or target)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already merged, or target not mergeable", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Missing or invalid target/reason", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn moderate_question(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(request): AppJson<ModerationRequest>,
+) -> AppResult<Response> {
+    user.require(&[Role::Moderator, Role::Admin])?;
+    let reason = request
+        .reason
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(AppError::validation(
+            "reason",
+            "must be at most 200 characters of text",
+        ));
+    }
+    let created_at = question_key(id)?;
+    let target = match (request.action, request.target_id) {
+        (ModerationAction::Merge, Some(target)) if target == id => {
+            return Err(AppError::validation(
+                "target_id",
+                "cannot merge a question into itself",
+            ));
+        }
+        (ModerationAction::Merge, Some(target)) => Some((target, question_key(target)?)),
+        (ModerationAction::Merge, None) => {
+            return Err(AppError::validation("target_id", "is required to merge"));
+        }
+        (_, Some(_)) => {
+            return Err(AppError::validation("target_id", "is only for merge"));
+        }
+        (_, None) => None,
+    };
+    let mut tx = state.db.write().begin().await?;
+    // Lock both questions in a fixed order (by id), so two merges of the same
+    // pair in opposite directions cannot deadlock.
+    let mut keys = vec![(id, created_at)];
+    if let Some(t) = target {
+        keys.push(t);
+    }
+    keys.sort_by_key(|(q, _)| *q);
+    let mut found: Vec<(Uuid, i64, String)> = Vec::new();
+    for (q, at) in &keys {
+        let row: Option<(Uuid, i64, String)> = sqlx::query_as(
+            "SELECT id, city_id, status FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+        )
+        .bind(at)
+        .bind(q)
+        .fetch_optional(&mut *tx)
+        .await?;
+        found.push(row.ok_or_else(|| AppError::NotFound(format!("No question with id {q}")))?);
+    }
+    let this = found
+        .iter()
+        .find(|(q, _, _)| *q == id)
+        .cloned()
+        .ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))?;
+    if this.2 == "merged" {
+        return Err(AppError::Conflict(
+            "This question was already merged.".into(),
+        ));
+    }
+    let mut votes_moved = None;
+    let status = match request.action {
+        ModerationAction::Approve => {
+            sqlx::query(
+                "UPDATE questions SET status = 'visible', flag_count = 0
+                  WHERE created_at = $1 AND id = $2",
+            )
+            .bind(created_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM question_flags WHERE question_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            "visible"
+        }
+        ModerationAction::Remove => {
+            sqlx::query(
+                "UPDATE questions SET status = 'removed' WHERE created_at = $1 AND id = $2",
+            )
+            .bind(created_at)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            "removed"
+        }
+        ModerationAction::Merge => {
+            let (target_id, target_at) =
+                target.ok_or_else(|| AppError::validation("target_id", "is required to merge"))?;
+            let target_row = found
+                .iter()
+                .find(|(q, _, _)| *q == target_id)
+                .cloned()
+                .ok_or_else(|| AppError::NotFound(format!("No question with id {target_id}")))?;
+            if target_row.1 != this.1 {
+                return Err(AppError::Conflict(
+                    "Only questions of the same city can be merged.".into(),
+                ));
+            }
+            if target_row.2 != "visible" {
+                return Err(AppError::Conflict(format!(
+                    "The target question is {}; merge into a visible one.",
+                    target_row.2
+                )));
+            }
+            // Votes of users who did not vote on the target move there; the
+            // others' votes on the source simply go (the target vote stays).
+            let moved = sqlx::query(
+                "INSERT INTO question_votes (question_id, user_id, value, created_at, updated_at)
+                 SELECT $2, user_id, value, created_at, now()
+                   FROM question_votes WHERE question_id = $1
+                 ON CONFLICT (question_id, user_id) DO NOTHING",
+            )
+            .bind(id)
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query("DELETE FROM question_votes WHERE question_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let (up, down): (i64, i64) = sqlx::query_as(
+                "SELECT count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value = -1)
+                   FROM question_votes WHERE question_id = $1",
+            )
+            .bind(target_id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let up = i32::try_from(up).unwrap_or(i32::MAX);
+            let down = i32::try_from(down).unwrap_or(i32::MAX);
+            sqlx::query(
+                "UPDATE questions SET upvotes = $3, downvotes = $4, hot = $5
+                  WHERE created_at = $1 AND id = $2",
+            )
+            .bind(target_at)
+            .bind(target_id)
+            .bind(up)
+            .bind(down)
+            .bind(ranking::hot(i64::from(up) - i64::from(down), target_at))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE questions SET status = 'merged', merged_into = $3, upvotes = 0,
+                        downvotes = 0, hot = $4
+                  WHERE created_at = $1 AND id = $2",
+            )
+            .bind(created_at)
+            .bind(id)
+            .bind(target_id)
+            .bind(ranking::hot(0, created_at))
+            .execute(&mut *tx)
+            .await?;
+            votes_moved = Some(i64::try_from(moved).unwrap_or(i64::MAX));
+            "merged"
+        }
+    };
+    let action = match request.action {
+        ModerationAction::Approve => "approve",
+        ModerationAction::Remove => "remove",
+        ModerationAction::Merge => "merge",
+    };
+    sqlx::query(
+        "INSERT INTO moderation_log (moderator_id, action, question_id, target_id, reason)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(user.id)
+    .bind(action)
+    .bind(id)
+    .bind(target.map(|(t, _)| t))
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    invalidate_lists(&state).await;
+    private_json(&ModerationResult {
+        question_id: id,
+        status: status.into(),
+        votes_moved,
+    })
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    /// 1 to 5,000 characters (line breaks allowed).
+    #[schema(
+        min_length = 1,
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AnswerView {
+    pub id: Uuid,
+    pub question_id: Uuid,
+    pub candidate_id: Uuid,
+    pub candidate_name: String,
+    pub body: String,
+    /// 1 for the original; each edit adds one (all versions are kept).
+    pub revision: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn answer_body(raw: &str) -> AppResult<String> {
+    let body = raw.trim();
+    let chars = body.chars().count();
+    if chars == 0 || chars > 5000 || body.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(AppError::validation(
+            "body",
+            "must be 1 to 5000 characters of text",
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+const ANSWER_COLUMNS: &str = "a.id, a.question_id, a.candidate_id, u.display_name AS candidate_name, \
+     a.body, a.revision, a.created_at, a.updated_at";
+
+/// A candidate answers a question (role candidate; one answer per question —
+/// edit it with PUT).
+#[utoipa::path(post, path = "/questions/{id}/answers", tag = "civic",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Question id")),
+    request_body = AnswerRequest,
+    responses(
+        (status = 201, description = "The answer", body = AnswerView),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already answered (edit it instead), or the question is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn post_answer(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(question_id): AppPath<Uuid>,
+    AppJson(request): AppJson<AnswerRequest>,
+) -> AppResult<Response> {
+    user.require(&[Role::Candidate])?;
+    let body = answer_body(&request.body)?;
+    let created_at = question_key(question_id)?;
+    let mut tx = state.db.write().begin().await?;
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(created_at)
+    .bind(question_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match status.as_deref() {
+        None => {
+            return Err(AppError::NotFound(format!(
+                "No question with id {question_id}"
+            )));
+        }
+        Some("visible") => {}
+        Some(other) => {
+            return Err(AppError::Conflict(format!("This question is {other}.")));
+        }
+    }
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO answers (id, question_id, candidate_id, body) VALUES ($1, $2, $3, $4)
+         ON CONFLICT ON CONSTRAINT answers_one_per_candidate DO NOTHING",
+    )
+    .bind(id)
+    .bind(question_id)
+    .bind(user.id)
+    .bind(&body)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(AppError::Conflict(
+            "You already answered this question; edit your answer instead.".into(),
+        ));
+    }
+    sqlx::query("INSERT INTO answer_revisions (answer_id, revision, body) VALUES ($1, 1, $2)")
+        .bind(id)
+        .bind(&body)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE questions SET answer_count = answer_count + 1 WHERE created_at = $1 AND id = $2",
+    )
+    .bind(created_at)
+    .bind(question_id)
+    .execute(&mut *tx)
+    .await?;
+    let answer = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id WHERE a.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    invalidate_lists(&state).await;
+    let mut response = private_json(&answer)?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// Edits the caller's answer to a question, keeping the previous versions.
+#[utoipa::path(put, path = "/questions/{id}/answers/mine", tag = "civic",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Question id")),
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, description = "The edited answer", body = AnswerView),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "You have not answered this question", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn edit_answer(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(question_id): AppPath<Uuid>,
+    AppJson(request): AppJson<AnswerRequest>,
+) -> AppResult<Response> {
+    user.require(&[Role::Candidate])?;
+    let body = answer_body(&request.body)?;
+    let mut tx = state.db.write().begin().await?;
+    let updated: Option<(Uuid, i32)> = sqlx::query_as(
+        "UPDATE answers SET body = $3, revision = revision + 1, updated_at = now()
+          WHERE question_id = $1 AND candidate_id = $2 AND body <> $3
+          RETURNING id, revision",
+    )
+    .bind(question_id)
+    .bind(user.id)
+    .bind(&body)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, revision)) = updated {
+        sqlx::query("INSERT INTO answer_revisions (answer_id, revision, body) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(revision)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let answer = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
+          WHERE a.question_id = $1 AND a.candidate_id = $2"
+    )))
+    .bind(question_id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| AppError::NotFound("You have not answered this question.".into()))?;
+    tx.commit().await?;
+    private_json(&answer)
+}
+
+/// The candidates' answers to a question, oldest first.
+#[utoipa::path(get, path = "/questions/{id}/answers", tag = "civic",
+    params(("id" = Uuid, Path, description = "Question id")),
+    responses(
+        (status = 200, description = "Answers", body = [AnswerView]),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_answers(
+    State(state): State<AppState>,
+    AppPath(question_id): AppPath<Uuid>,
+) -> AppResult<Response> {
+    let created_at = question_key(question_id)?;
+    let (exists, answers) = state
+        .db
+        .read(|pool| async move {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM questions WHERE created_at = $1 AND id = $2)",
+            )
+            .bind(created_at)
+            .bind(question_id)
+            .fetch_one(&pool)
+            .await?;
+            let answers = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
+                "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
+                  WHERE a.question_id = $1 ORDER BY a.created_at"
+            )))
+            .bind(question_id)
+            .fetch_all(&pool)
+            .await?;
+            Ok((exists, answers))
+        })
+        .await?;
+    if !exists {
+        return Err(AppError::NotFound(format!(
+            "No question with id {question_id}"
+        )));
+    }
+    Ok((StatusCode::OK, private_json(&answers)?).into_response())
+}

@@ -1,0 +1,906 @@
+//! CivicQ questions and votes.
+//!
+//! - Posting checks the text, a per-user daily limit (Redis), and looks for
+//!   similar questions in the city (trigram similarity + full-text search);
+//!   with `reject_duplicates` a near-duplicate is a 409 listing the matches.
+//! - Votes: one per user per question (primary key); the question's counters
+//!   change in the same transaction, under the question's row lock, so
+//!   concurrent votes never lose an update.
+//! - Lists (`top`, `new`, `hot`) and popular questions are public and cached;
+//!   every write bumps their cache generation, and their loaders read only
+//!   from a replica that has that write (consistency token per namespace).
+//! - Writes honor `Idempotency-Key`.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::AuthUser;
+use crate::cache::Namespace;
+use crate::civic::ranking::{self, Sort};
+use crate::civic::text;
+use crate::db::consistency::Freshness;
+use crate::error::{AppError, AppResult, FieldError, PROBLEM_CONTENT_TYPE, Problem};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
+use crate::http::pagination::{PageQuery, PageRequest, finish_page};
+use crate::http::practice::private_json;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_question, list_city_questions))
+        .routes(routes!(popular_questions))
+        .routes(routes!(similar_questions))
+        .routes(routes!(get_question))
+        .routes(routes!(put_vote, delete_vote))
+}
+
+/// Lists change with every vote: shared caches keep them a few seconds.
+const LIST_CACHE: &str = "public, max-age=5, stale-while-revalidate=10";
+
+/// Consistency-token scope of the CivicQ list caches.
+const LISTS_SCOPE: &str = "cache:civic";
+
+/// The creation time embedded in a UUIDv7 (milliseconds), which is also the
+/// question's partition key; None for other UUIDs.
+pub fn created_at_of(id: Uuid) -> Option<DateTime<Utc>> {
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let (secs, nanos) = id.get_timestamp()?.to_unix();
+    DateTime::from_timestamp(i64::try_from(secs).ok()?, nanos)
+}
+
+/// A question as everyone sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
+pub struct QuestionView {
+    pub id: Uuid,
+    pub city_id: i64,
+    pub author_id: Uuid,
+    pub author_name: String,
+    pub body: String,
+    pub tags: Vec<String>,
+    /// `visible`, `hidden` (awaiting moderation), `removed` or `merged`.
+    pub status: String,
+    /// Set when merged into another question.
+    pub merged_into: Option<Uuid>,
+    pub upvotes: i32,
+    pub downvotes: i32,
+    /// upvotes − downvotes.
+    pub score: i32,
+    pub answer_count: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+const VIEW_COLUMNS: &str = "q.id, q.city_id, q.author_id, u.display_name AS author_name, q.body, \
+     q.tags, q.status, q.merged_into, q.upvotes, q.downvotes, q.score, q.answer_count, q.created_at";
+
+/// One question with the caller's own vote.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuestionDetail {
+    #[serde(flatten)]
+    pub question: QuestionView,
+    /// The caller's vote (1, -1), or null (also when not signed in).
+    pub my_vote: Option<i16>,
+}
+
+/// A similar question and how similar (0–1, trigram similarity).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SimilarQuestion {
+    pub id: Uuid,
+    pub body: String,
+    pub score: i32,
+    pub similarity: f32,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewQuestion {
+    /// 10 to 500 characters (runs of whitespace count as one space).
+    #[schema(
+        min_length = 10,
+        max_length = 500,
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+( [^\s\x00-\x1f\x7f-\x9f]+)*$"
+    )]
+    pub body: String,
+    /// Up to 5 tags of letters, digits, `_` and `-` (case-insensitive).
+    #[serde(default)]
+    #[schema(max_items = 5, inline, value_type = Vec<TagSchema>)]
+    pub tags: Vec<String>,
+    /// Refuse (409) when a near-duplicate exists in the city, so the client
+    /// can offer to upvote it instead.
+    #[serde(default)]
+    pub reject_duplicates: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedQuestion {
+    pub question: QuestionView,
+    /// Questions in the city that look alike (best first).
+    pub similar: Vec<SimilarQuestion>,
+}
+
+/// A tag (documentation type for [`NewQuestion::tags`]).
+#[derive(ToSchema)]
+#[schema(value_type = String, pattern = r"^[\w-]{1,30}$")]
+pub struct TagSchema(#[allow(dead_code)] String);
+
+/// The 409 body for a near-duplicate: a problem document plus the matches.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DuplicateProblem {
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub similar: Vec<SimilarQuestion>,
+}
+
+/// Looks for similar visible questions in a city: trigram similarity on the
+/// text, or a full-text match; best first.
+async fn find_similar(
+    state: &AppState,
+    city_id: i64,
+    text: &str,
+    limit: i64,
+) -> AppResult<Vec<SimilarQuestion>> {
+    let text = text.to_owned();
+    let rows: Vec<(Uuid, String, i32, f32)> = state
+        .db
+        .read(|pool| {
+            let text = text.clone();
+            async move {
+                sqlx::query_as(
+                    "SELECT id, body, score, similarity(body, $2) AS similarity
+                       FROM questions
+                      WHERE city_id = $1 AND status = 'visible'
+                        AND (body % $2 OR search @@ plainto_tsquery('english', $2))
+                      ORDER BY similarity DESC, score DESC
+                      LIMIT $3",
+                )
+                .bind(city_id)
+                .bind(text)
+                .bind(limit)
+                .fetch_all(&pool)
+                .await
+            }
+        })
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, body, score, similarity)| SimilarQuestion {
+            id,
+            body,
+            score,
+            similarity,
+        })
+        .collect())
+}
+
+async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
+    let found: Option<i64> = state
+        .db
+        .read(|pool| async move {
+            sqlx::query_scalar("SELECT id FROM cities WHERE id = $1")
+                .bind(city_id)
+                .fetch_optional(&pool)
+                .await
+        })
+        .await?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| AppError::NotFound(format!("No city with id {city_id}")))
+}
+
+fn enforce(decision: crate::ratelimit::Decision) -> AppResult<()> {
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(AppError::RateLimited(decision))
+    }
+}
+
+/// After a CivicQ write commits: lists are invalidated everywhere, their
+/// loaders and the writer's own reads must see this write.
+async fn after_write(state: &AppState, user_id: Uuid) {
+    match state.db.current_lsn().await {
+        Ok(lsn) => {
+            state.write_tokens.record(user_id, lsn).await;
+            state.write_tokens.record_scope(LISTS_SCOPE, lsn).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the commit position"),
+    }
+    state.cache.invalidate(Namespace::Questions).await;
+    state.cache.invalidate(Namespace::Popular).await;
+}
+
+/// Asks the candidates of a city a question. Returns the question and similar
+/// ones already asked; with `reject_duplicates`, a near-duplicate is a 409
+/// listing the matches. Honors `Idempotency-Key`.
+#[utoipa::path(post, path = "/cities/{id}/questions", tag = "civic",
+    security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "City id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe",
+            min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$"),
+    ),
+    request_body = NewQuestion,
+    responses(
+        (status = 201, description = "Created", body = CreatedQuestion),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A near-duplicate exists (with `reject_duplicates`)", body = DuplicateProblem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body or tags", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many questions today", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_question(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(city_id): AppPath<i64>,
+    key: Option<IdempotencyKey>,
+    AppJson(request): AppJson<NewQuestion>,
+) -> AppResult<Response> {
+    let mut errors = Vec::new();
+    let body = text::normalize_body(&request.body)
+        .map_err(|m| errors.push(FieldError::new("body", m)))
+        .ok();
+    let tags = text::normalize_tags(&request.tags)
+        .map_err(|m| errors.push(FieldError::new("tags", m)))
+        .ok();
+    let (Some(body), Some(tags)) = (body, tags) else {
+        return Err(AppError::Validation(errors));
+    };
+    city_exists(&state, city_id).await?;
+
+    let similar = find_similar(&state, city_id, &body, 5).await?;
+    let duplicates: Vec<SimilarQuestion> = similar
+        .iter()
+        .filter(|s| f64::from(s.similarity) >= state.config.civic.duplicate_similarity)
+        .cloned()
+        .collect();
+    if request.reject_duplicates && !duplicates.is_empty() {
+        return Ok(duplicate_response(duplicates));
+    }
+    let fingerprint =
+        idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
+    // A retry of a request that already succeeded is a replay, not a new
+    // question: it must not spend (or be refused by) the daily limit.
+    let replay = match &key {
+        Some(key) => idempotency::is_recorded(state.db.write(), user.id, key).await?,
+        None => false,
+    };
+    if !replay {
+        enforce(
+            state
+                .auth
+                .limiter
+                .check(
+                    "questions-user",
+                    &user.id.to_string(),
+                    state.config.civic.questions_per_user,
+                )
+                .await,
+        )?;
+    }
+    let guard = key.as_ref().map(|key| Guard {
+        user_id: user.id,
+        key,
+        fingerprint,
+    });
+    let id = Uuid::now_v7();
+    let created_at = created_at_of(id)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("UUIDv7 without a timestamp")))?;
+    let outcome = idempotency::transaction(
+        state.db.write(),
+        guard,
+        StatusCode::CREATED,
+        async move |tx| {
+            sqlx::query(
+                "INSERT INTO questions (created_at, id, city_id, author_id, body, tags, hot)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(created_at)
+            .bind(id)
+            .bind(city_id)
+            .bind(user.id)
+            .bind(&body)
+            .bind(&tags)
+            .bind(ranking::hot(0, created_at))
+            .execute(&mut *tx)
+            .await?;
+            let question = load_question(tx, id).await?;
+            Ok(CreatedQuestion { question, similar })
+        },
+    )
+    .await?;
+    if let Idempotent::Done { .. } = &outcome {
+        after_write(&state, user.id).await;
+    }
+    Ok(outcome.into_response())
+}
+
+fn duplicate_response(similar: Vec<SimilarQuestion>) -> Response {
+    let problem = DuplicateProblem {
+        type_: "/problems/duplicate-question".into(),
+        title: "Conflict".into(),
+        status: 409,
+        detail: "A very similar question was already asked in this city; consider voting for it."
+            .into(),
+        similar,
+    };
+    let mut response = (StatusCode::CONFLICT, axum::Json(problem)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROBLEM_CONTENT_TYPE),
+    );
+    response
+}
+
+/// One question by id (inside a transaction or on any connection).
+async fn load_question(conn: &mut PgConnection, id: Uuid) -> Result<QuestionView, sqlx::Error> {
+    let created_at = created_at_of(id).ok_or(sqlx::Error::RowNotFound)?;
+    sqlx::query_as::<_, QuestionView>(sqlx::AssertSqlSafe(format!(
+        "SELECT {VIEW_COLUMNS} FROM questions q JOIN users u ON u.id = q.author_id
+          WHERE q.created_at = $1 AND q.id = $2"
+    )))
+    .bind(created_at)
+    .bind(id)
+    .fetch_one(conn)
+    .await
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// `top` (net votes, then newest), `new` or `hot` (the default; see docs/api.md).
+    #[param(value_type = Option<String>, pattern = "^(top|new|hot)$")]
+    pub sort: Option<String>,
+    /// Items per page, 1 to 100 (default 20).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
+    pub limit: Option<String>,
+    /// The `next_cursor` of the previous page (of the same sort).
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QuestionPage {
+    pub items: Vec<QuestionView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The visible questions of a city, by `top`, `new` or `hot`, with keyset
+/// pagination. Public and cached; a vote shows here within seconds.
+#[utoipa::path(get, path = "/cities/{id}/questions", tag = "civic",
+    params(("id" = i64, Path, description = "City id"), ListQuery),
+    responses(
+        (status = 200, description = "A page of questions", body = QuestionPage),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Malformed query or id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_city_questions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppPath(city_id): AppPath<i64>,
+    AppQuery(query): AppQuery<ListQuery>,
+) -> AppResult<Response> {
+    let sort = match query.sort.as_deref() {
+        None => Sort::Hot,
+        Some(raw) => Sort::from_key(raw)
+            .ok_or_else(|| AppError::validation("sort", "must be top, new or hot"))?,
+    };
+    let page_query = PageQuery {
+        limit: query.limit.clone(),
+        cursor: query.cursor.clone(),
+    };
+    // Validate the cursor for this sort before touching the cache.
+    let limit = match sort {
+        Sort::New => page_query.parse::<(DateTime<Utc>, Uuid)>()?.limit,
+        Sort::Top => page_query.parse::<(i32, DateTime<Utc>, Uuid)>()?.limit,
+        Sort::Hot => page_query.parse::<(f64, Uuid)>()?.limit,
+    };
+    let key = format!(
+        "city:{city_id}:{}:{limit}:{}",
+        sort.key(),
+        page_query.cursor.as_deref().unwrap_or("")
+    );
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Questions, &key, || async {
+            city_exists(&state, city_id).await?;
+            load_city_page(&state, city_id, sort, &page_query).await
+        })
+        .await?;
+    Ok(cached.respond(&headers, LIST_CACHE))
+}
+
+async fn load_city_page(
+    state: &AppState,
+    city_id: i64,
+    sort: Sort,
+    page_query: &PageQuery,
+) -> AppResult<QuestionPage> {
+    let freshness = state.write_tokens.freshness_scope(LISTS_SCOPE).await;
+    let base = format!(
+        "SELECT {VIEW_COLUMNS}, q.hot FROM questions q JOIN users u ON u.id = q.author_id
+          WHERE q.city_id = $1 AND q.status = 'visible'"
+    );
+    // One statement per sort; an absent cursor binds NULLs that switch the
+    // keyset predicate off. Each ORDER BY matches a partial index.
+    let (sql, cursor) = match sort {
+        Sort::New => {
+            let page: PageRequest<(DateTime<Utc>, Uuid)> = page_query.parse()?;
+            let after = page.after.map(|(t, id)| Cursor {
+                hot: None,
+                score: None,
+                t: Some(t),
+                id,
+            });
+            (
+                format!(
+                    "{base} AND ($2::timestamptz IS NULL OR (q.created_at, q.id) < ($2, $5))
+                     ORDER BY q.created_at DESC, q.id DESC LIMIT $6"
+                ),
+                (after, page.limit),
+            )
+        }
+        Sort::Top => {
+            let page: PageRequest<(i32, DateTime<Utc>, Uuid)> = page_query.parse()?;
+            let after = page.after.map(|(s, t, id)| Cursor {
+                hot: None,
+                score: Some(s),
+                t: Some(t),
+                id,
+            });
+            (
+                format!(
+                    "{base} AND ($3::int4 IS NULL OR (q.score, q.created_at, q.id) < ($3, $2, $5))
+                     ORDER BY q.score DESC, q.created_at DESC, q.id DESC LIMIT $6"
+                ),
+                (after, page.limit),
+            )
+        }
+        Sort::Hot => {
+            let page: PageRequest<(f64, Uuid)> = page_query.parse()?;
+            let after = page.after.map(|(h, id)| Cursor {
+                hot: Some(h),
+                score: None,
+                t: None,
+                id,
+            });
+            (
+                format!(
+                    "{base} AND ($4::float8 IS NULL OR (q.hot, q.id) < ($4, $5))
+                     ORDER BY q.hot DESC, q.id DESC LIMIT $6"
+                ),
+                (after, page.limit),
+            )
+        }
+    };
+    let (after, limit) = cursor;
+    let rows: Vec<HotRow> = state
+        .db
+        .read_consistent(freshness, |pool| {
+            let sql = sql.clone();
+            async move {
+                sqlx::query_as::<_, HotRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(city_id)
+                    .bind(after.and_then(|c| c.t))
+                    .bind(after.and_then(|c| c.score))
+                    .bind(after.and_then(|c| c.hot))
+                    .bind(after.map(|c| c.id))
+                    .bind(limit + 1)
+                    .fetch_all(&pool)
+                    .await
+            }
+        })
+        .await?;
+    let (rows, next_cursor) = match sort {
+        Sort::New => finish_page(rows, limit, |r| (r.question.created_at, r.question.id)),
+        Sort::Top => finish_page(rows, limit, |r| {
+            (r.question.score, r.question.created_at, r.question.id)
+        }),
+        Sort::Hot => finish_page(rows, limit, |r| (r.hot, r.question.id)),
+    };
+    Ok(QuestionPage {
+        items: rows.into_iter().map(|r| r.question).collect(),
+        next_cursor,
+    })
+}
+
+/// The keyset position of the last row of a page, whatever the sort.
+#[derive(Clone, Copy)]
+struct Cursor {
+    hot: Option<f64>,
+    score: Option<i32>,
+    t: Option<DateTime<Utc>>,
+    id: Uuid,
+}
+
+#[derive(sqlx::FromRow)]
+struct HotRow {
+    #[sqlx(flatten)]
+    question: QuestionView,
+    hot: f64,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PopularQuery {
+    /// How many, 1 to 50 (default 10).
+    #[param(value_type = Option<i64>, minimum = 1, maximum = 50)]
+    pub limit: Option<String>,
+}
+
+/// The hottest visible questions across all cities. Public and cached.
+#[utoipa::path(get, path = "/questions/popular", tag = "civic",
+    params(PopularQuery),
+    responses(
+        (status = 200, description = "Popular questions, hottest first", body = [QuestionView]),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn popular_questions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    AppQuery(query): AppQuery<PopularQuery>,
+) -> AppResult<Response> {
+    let limit: i64 = match query.limit.as_deref() {
+        None => 10,
+        Some(raw) => raw
+            .parse()
+            .ok()
+            .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=50).contains(n))
+            .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
+    };
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Popular, &format!("top:{limit}"), || async {
+            let freshness = state.write_tokens.freshness_scope(LISTS_SCOPE).await;
+            let sql = format!(
+                "SELECT {VIEW_COLUMNS} FROM questions q JOIN users u ON u.id = q.author_id
+                  WHERE q.status = 'visible'
+                  ORDER BY q.hot DESC, q.id DESC LIMIT $1"
+            );
+            let rows: Vec<QuestionView> = state
+                .db
+                .read_consistent(freshness, |pool| {
+                    let sql = sql.clone();
+                    async move {
+                        sqlx::query_as::<_, QuestionView>(sqlx::AssertSqlSafe(sql))
+                            .bind(limit)
+                            .fetch_all(&pool)
+                            .await
+                    }
+                })
+                .await?;
+            Ok::<_, AppError>(rows)
+        })
+        .await?;
+    Ok(cached.respond(&headers, LIST_CACHE))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarQuery {
+    /// The city to search.
+    #[param(value_type = i64)]
+    pub city_id: String,
+    /// The text of a question being written: up to 500 characters, at least
+    /// 3 of them not spaces.
+    #[param(
+        min_length = 3,
+        max_length = 500,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
+    pub q: String,
+}
+
+/// Questions of a city similar to a text (trigram similarity or full-text
+/// match), best first: lets a client suggest voting instead of re-asking.
+#[utoipa::path(get, path = "/questions/similar", tag = "civic",
+    params(SimilarQuery),
+    responses(
+        (status = 200, description = "Similar questions", body = [SimilarQuestion]),
+        (status = 400, description = "Missing or unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid city id or text", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn similar_questions(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<SimilarQuery>,
+) -> AppResult<Response> {
+    let mut errors = Vec::new();
+    let city_id = query
+        .city_id
+        .parse::<i64>()
+        .map_err(|_| errors.push(FieldError::new("city_id", "must be an integer")))
+        .ok();
+    let q = query.q.split_whitespace().collect::<Vec<_>>().join(" ");
+    let letters = q.chars().filter(|c| !c.is_whitespace()).count();
+    if letters < 3 || query.q.chars().count() > 500 || query.q.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "q",
+            "must be up to 500 characters of text, at least 3 of them not spaces",
+        ));
+    }
+    let (Some(city_id), true) = (city_id, errors.is_empty()) else {
+        return Err(AppError::Validation(errors));
+    };
+    city_exists(&state, city_id).await?;
+    let similar = find_similar(&state, city_id, &q, 10).await?;
+    private_json(&similar)
+}
+
+/// One question, with the caller's vote when signed in.
+#[utoipa::path(get, path = "/questions/{id}", tag = "civic",
+    params(("id" = Uuid, Path, description = "Question id")),
+    responses(
+        (status = 200, description = "The question", body = QuestionDetail),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_question(
+    State(state): State<AppState>,
+    user: Option<AuthUser>,
+    AppPath(id): AppPath<Uuid>,
+) -> AppResult<Response> {
+    let not_found = || AppError::NotFound(format!("No question with id {id}"));
+    let created_at = created_at_of(id).ok_or_else(not_found)?;
+    let user_id = user.map(|u| u.id);
+    let freshness = match user_id {
+        Some(u) => state.write_tokens.freshness(u).await,
+        None => Freshness::Any,
+    };
+    let sql = format!(
+        "SELECT {VIEW_COLUMNS},
+                (SELECT value FROM question_votes v WHERE v.question_id = q.id AND v.user_id = $3)
+                  AS my_vote
+           FROM questions q JOIN users u ON u.id = q.author_id
+          WHERE q.created_at = $1 AND q.id = $2"
+    );
+    let row: Option<DetailRow> = state
+        .db
+        .read_consistent(freshness, |pool| {
+            let sql = sql.clone();
+            async move {
+                sqlx::query_as::<_, DetailRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(created_at)
+                    .bind(id)
+                    .bind(user_id)
+                    .fetch_optional(&pool)
+                    .await
+            }
+        })
+        .await?;
+    let row = row.ok_or_else(not_found)?;
+    private_json(&QuestionDetail {
+        question: row.question,
+        my_vote: row.my_vote,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct DetailRow {
+    #[sqlx(flatten)]
+    question: QuestionView,
+    my_vote: Option<i16>,
+}
+
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoteRequest {
+    /// 1 (up) or -1 (down).
+    #[schema(schema_with = vote_value_schema)]
+    pub value: i16,
+}
+
+fn vote_value_schema() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .enum_values(Some([1, -1]))
+        .description(Some("1 (up) or -1 (down)"))
+        .build()
+}
+
+/// Votes on a question (or changes the vote): one vote per user, counts
+/// updated in the same transaction. Honors `Idempotency-Key`.
+#[utoipa::path(put, path = "/questions/{id}/vote", tag = "civic",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Question id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe",
+            min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$"),
+    ),
+    request_body = VoteRequest,
+    responses(
+        (status = 200, description = "The question with its new counts and your vote", body = QuestionDetail),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The question is closed (hidden, removed or merged)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The value is not 1 or -1", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many votes this hour", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn put_vote(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+    key: Option<IdempotencyKey>,
+    AppJson(request): AppJson<VoteRequest>,
+) -> AppResult<Response> {
+    if request.value != 1 && request.value != -1 {
+        return Err(AppError::validation("value", "must be 1 or -1"));
+    }
+    vote(&state, user, id, key, Some(request.value), "PUT").await
+}
+
+/// Withdraws the caller's vote (no vote is not an error).
+#[utoipa::path(delete, path = "/questions/{id}/vote", tag = "civic",
+    security(("bearer" = [])),
+    params(
+        ("id" = Uuid, Path, description = "Question id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe",
+            min_length = 1, max_length = 255, pattern = "^[!-~]{1,255}$"),
+    ),
+    responses(
+        (status = 200, description = "The question with its new counts", body = QuestionDetail),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The question is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many votes this hour", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_vote(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+    key: Option<IdempotencyKey>,
+) -> AppResult<Response> {
+    vote(&state, user, id, key, None, "DELETE").await
+}
+
+async fn vote(
+    state: &AppState,
+    user: AuthUser,
+    id: Uuid,
+    key: Option<IdempotencyKey>,
+    value: Option<i16>,
+    method: &str,
+) -> AppResult<Response> {
+    let created_at =
+        created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))?;
+    let replay = match &key {
+        Some(key) => idempotency::is_recorded(state.db.write(), user.id, key).await?,
+        None => false,
+    };
+    if !replay {
+        enforce(
+            state
+                .auth
+                .limiter
+                .check(
+                    "votes-user",
+                    &user.id.to_string(),
+                    state.config.civic.votes_per_user,
+                )
+                .await,
+        )?;
+    }
+    let fingerprint = idempotency::fingerprint(method, &format!("/questions/{id}/vote"), &value)?;
+    let guard = key.as_ref().map(|key| Guard {
+        user_id: user.id,
+        key,
+        fingerprint,
+    });
+    let outcome =
+        idempotency::transaction(state.db.write(), guard, StatusCode::OK, async move |tx| {
+            apply_vote(tx, id, created_at, user.id, value).await
+        })
+        .await?;
+    if let Idempotent::Done { .. } = &outcome {
+        after_write(state, user.id).await;
+    }
+    Ok(outcome.into_response())
+}
+
+/// Sets (Some) or withdraws (None) a user's vote and adjusts the question's
+/// counters by the difference, all under the question's row lock.
+pub async fn apply_vote(
+    tx: &mut PgConnection,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+    user_id: Uuid,
+    value: Option<i16>,
+) -> AppResult<QuestionDetail> {
+    let locked: Option<(String, i32)> = sqlx::query_as(
+        "SELECT status, score FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(created_at)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let score = match locked {
+        None => return Err(AppError::NotFound(format!("No question with id {id}"))),
+        Some((status, score)) if status == "visible" => score,
+        Some((other, _)) => {
+            return Err(AppError::Conflict(format!(
+                "This question is {other} and takes no votes."
+            )));
+        }
+    };
+    let old: Option<i16> = sqlx::query_scalar(
+        "SELECT value FROM question_votes WHERE question_id = $1 AND user_id = $2",
+    )
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match value {
+        Some(v) => {
+            sqlx::query(
+                "INSERT INTO question_votes (question_id, user_id, value) VALUES ($1, $2, $3)
+                 ON CONFLICT (question_id, user_id) DO UPDATE
+                    SET value = EXCLUDED.value, updated_at = now()",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM question_votes WHERE question_id = $1 AND user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    let count = |v: Option<i16>, side: i16| i32::from(v == Some(side));
+    let up = count(value, 1) - count(old, 1);
+    let down = count(value, -1) - count(old, -1);
+    let new_score = score + up - down;
+    sqlx::query(
+        "UPDATE questions SET upvotes = upvotes + $3, downvotes = downvotes + $4, hot = $5
+          WHERE created_at = $1 AND id = $2",
+    )
+    .bind(created_at)
+    .bind(id)
+    .bind(up)
+    .bind(down)
+    .bind(ranking::hot(i64::from(new_score), created_at))
+    .execute(&mut *tx)
+    .await?;
+    let question = load_question(tx, id).await?;
+    Ok(QuestionDetail {
+        question,
+        my_vote: value,
+    })
+}

@@ -1,0 +1,727 @@
+//! CivicQ on real Postgres and Redis: questions, exact votes under
+//! concurrency, ranking, similar-question detection, caching.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::support::TestApp;
+
+async fn app() -> TestApp {
+    TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_VOTES_USER", "100000/1h")
+        .env("RATE_LIMIT_QUESTIONS_USER", "100000/1d")
+        .start()
+        .await
+}
+
+/// `n` members created directly (no password hashing) with access tokens.
+async fn members(app: &TestApp, n: usize) -> Vec<(Uuid, String)> {
+    with_role(app, n, "member").await
+}
+
+async fn with_role(app: &TestApp, n: usize, role: &str) -> Vec<(Uuid, String)> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let emails: Vec<String> = ids.iter().map(|id| format!("{id}@example.com")).collect();
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, display_name, role)
+         SELECT id, email, 'not-a-hash', 'Resident', $3
+           FROM UNNEST($1::uuid[], $2::text[]) AS x(id, email)",
+    )
+    .bind(&ids)
+    .bind(&emails)
+    .bind(role)
+    .execute(app.state.db.write())
+    .await
+    .expect("users");
+    ids.into_iter()
+        .map(|id| {
+            let token = app.state.auth.jwt.issue(id, role).expect("token").token;
+            (id, token)
+        })
+        .collect()
+}
+
+async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn ask(app: &TestApp, token: &str, city: i64, body: &str) -> Value {
+    let (status, created) = send(
+        app,
+        reqwest::Method::POST,
+        &format!("/api/v1/cities/{city}/questions"),
+        token,
+        Some(json!({"body": body, "tags": ["Roads", "roads", "budget"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+#[tokio::test]
+async fn a_question_is_posted_read_and_listed_by_every_sort() {
+    let app = app().await;
+    let users = members(&app, 1).await;
+    let token = &users[0].1;
+    let created = ask(
+        &app,
+        token,
+        1,
+        "  Will you repave   Main Street before winter?  ",
+    )
+    .await;
+    let question = &created["question"];
+    assert_eq!(
+        question["body"],
+        "Will you repave Main Street before winter?"
+    );
+    assert_eq!(question["tags"], json!(["roads", "budget"]));
+    assert_eq!(question["score"], 0);
+    assert_eq!(created["similar"], json!([]));
+    let id = question["id"].as_str().expect("id");
+
+    let (status, detail) = app.get_json(&format!("/api/v1/questions/{id}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(detail["my_vote"], Value::Null);
+    for sort in ["top", "new", "hot"] {
+        let (status, page) = app
+            .get_json(&format!("/api/v1/cities/1/questions?sort={sort}"))
+            .await;
+        assert_eq!(status, 200, "{sort}: {page}");
+        assert_eq!(page["items"][0]["id"], id, "{sort}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bad_questions_get_422s_and_unknown_things_404s() {
+    let app = app().await;
+    let users = members(&app, 1).await;
+    let token = &users[0].1;
+    for body in [
+        json!({"body": "short"}),
+        json!({"body": "x".repeat(501)}),
+        json!({"body": "A fine question about parks?", "tags": ["a", "b", "c", "d", "e", "f"]}),
+        json!({"body": "A fine question about parks?", "tags": ["no spaces allowed"]}),
+    ] {
+        let (status, problem) = send(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/cities/1/questions",
+            token,
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 422, "{body}: {problem}");
+    }
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/cities/999999/questions",
+        token,
+        Some(json!({"body": "A fine question about parks?"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let missing = Uuid::now_v7();
+    assert_eq!(
+        app.get(&format!("/api/v1/questions/{missing}"))
+            .await
+            .status(),
+        404
+    );
+    let v4 = Uuid::new_v4();
+    assert_eq!(
+        app.get(&format!("/api/v1/questions/{v4}")).await.status(),
+        404
+    );
+    assert_eq!(
+        app.get("/api/v1/cities/1/questions?sort=best")
+            .await
+            .status(),
+        422
+    );
+    assert_eq!(
+        app.get("/api/v1/cities/999999/questions").await.status(),
+        404
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_voters_leave_counts_equal_to_the_votes_table() {
+    let app = app().await;
+    let users = members(&app, 200).await;
+    let created = ask(
+        &app,
+        &users[0].1,
+        2,
+        "Should the library stay open until ten at night?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/questions/{id}/vote");
+    // Each voter votes, most change their mind, some withdraw; all at once.
+    let tasks = users.iter().enumerate().map(|(i, (_, token))| {
+        let (app, path, token) = (&app, path.clone(), token.clone());
+        async move {
+            let first = if i % 2 == 0 { 1 } else { -1 };
+            let (s, b) = send(
+                app,
+                reqwest::Method::PUT,
+                &path,
+                &token,
+                Some(json!({"value": first})),
+            )
+            .await;
+            assert_eq!(s, 200, "{b}");
+            if i % 3 != 0 {
+                let (s, b) = send(
+                    app,
+                    reqwest::Method::PUT,
+                    &path,
+                    &token,
+                    Some(json!({"value": -first})),
+                )
+                .await;
+                assert_eq!(s, 200, "{b}");
+            }
+            if i % 5 == 0 {
+                let (s, b) = send(app, reqwest::Method::DELETE, &path, &token, None).await;
+                assert_eq!(s, 200, "{b}");
+            }
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+
+    let question_id = Uuid::parse_str(&id).expect("uuid");
+    let (up, down): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value = -1)
+           FROM question_votes WHERE question_id = $1",
+    )
+    .bind(question_id)
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("votes");
+    let (stored_up, stored_down): (i32, i32) =
+        sqlx::query_as("SELECT upvotes, downvotes FROM questions WHERE id = $1")
+            .bind(question_id)
+            .fetch_one(app.state.db.write())
+            .await
+            .expect("counts");
+    assert_eq!((i64::from(stored_up), i64::from(stored_down)), (up, down));
+    assert_eq!(up + down, 200 - 40, "everyone but the 40 who withdrew");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_voter_sees_their_vote_at_once_and_a_retried_vote_counts_once() {
+    let app = app().await;
+    let users = members(&app, 2).await;
+    let created = ask(
+        &app,
+        &users[0].1,
+        3,
+        "When will the bus lines run on Sundays again?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let token = &users[1].1;
+    for _ in 0..3 {
+        let response = app
+            .client
+            .put(app.url(&format!("/api/v1/questions/{id}/vote")))
+            .bearer_auth(token)
+            .header("idempotency-key", "vote-once")
+            .json(&json!({"value": 1}))
+            .send()
+            .await
+            .expect("vote");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["upvotes"], 1);
+        assert_eq!(body["my_vote"], 1);
+    }
+    let (_, detail) = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/questions/{id}"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(detail["my_vote"], 1, "{detail}");
+    assert_eq!(detail["score"], 1);
+    // Everyone else sees it in the city's list within moments (cache invalidated).
+    let (_, page) = app.get_json("/api/v1/cities/3/questions?sort=top").await;
+    assert_eq!(page["items"][0]["score"], 1, "{page}");
+    let (status, problem) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{id}/vote"),
+        token,
+        Some(json!({"value": 2})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn near_duplicates_are_found_and_refused_on_request() {
+    let app = app().await;
+    let users = members(&app, 2).await;
+    ask(
+        &app,
+        &users[0].1,
+        4,
+        "Will the city add protected bike lanes on Congress Avenue?",
+    )
+    .await;
+    ask(
+        &app,
+        &users[0].1,
+        4,
+        "What is the plan for affordable housing near downtown?",
+    )
+    .await;
+
+    let (status, similar) = send(
+        &app,
+        reqwest::Method::GET,
+        "/api/v1/questions/similar?city_id=4&q=protected%20bike%20lanes%20Congress",
+        &users[1].1,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{similar}");
+    assert!(
+        similar[0]["body"]
+            .as_str()
+            .expect("body")
+            .contains("bike lanes"),
+        "{similar}"
+    );
+
+    let (status, problem) = send(
+        &app,
+        reqwest::Method::POST,
+        "/api/v1/cities/4/questions",
+        &users[1].1,
+        Some(json!({
+            "body": "Will the city add protected bike lanes on Congress Avenue soon?",
+            "reject_duplicates": true
+        })),
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "/problems/duplicate-question");
+    assert!(problem["similar"][0]["similarity"].as_f64().expect("sim") >= 0.6);
+    // Without the flag it is accepted, with the match listed.
+    let created = ask(
+        &app,
+        &users[1].1,
+        4,
+        "Will the city add protected bike lanes on Congress Avenue soon?",
+    )
+    .await;
+    assert!(!created["similar"].as_array().expect("similar").is_empty());
+    // A different city does not count.
+    let elsewhere = ask(
+        &app,
+        &users[1].1,
+        5,
+        "Will the city add protected bike lanes on Congress Avenue?",
+    )
+    .await;
+    assert_eq!(elsewhere["similar"], json!([]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn top_orders_by_net_votes_and_pages_cover_every_question_once() {
+    let app = app().await;
+    let users = members(&app, 6).await;
+    let mut ids = Vec::new();
+    for n in 0..7 {
+        let created = ask(
+            &app,
+            &users[0].1,
+            6,
+            &format!("Question number {n} about the city budget?"),
+        )
+        .await;
+        ids.push(created["question"]["id"].as_str().expect("id").to_owned());
+    }
+    // Question k gets k upvotes (up to 5).
+    for (k, id) in ids.iter().enumerate().take(6) {
+        for (_, token) in users.iter().take(k) {
+            let (s, _) = send(
+                &app,
+                reqwest::Method::PUT,
+                &format!("/api/v1/questions/{id}/vote"),
+                token,
+                Some(json!({"value": 1})),
+            )
+            .await;
+            assert_eq!(s, 200);
+        }
+    }
+    for sort in ["top", "new", "hot"] {
+        let mut seen = Vec::new();
+        let mut scores = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("/api/v1/cities/6/questions?sort={sort}&limit=3&cursor={c}"),
+                None => format!("/api/v1/cities/6/questions?sort={sort}&limit=3"),
+            };
+            let (status, page) = app.get_json(&path).await;
+            assert_eq!(status, 200, "{page}");
+            for item in page["items"].as_array().expect("items") {
+                seen.push(item["id"].as_str().expect("id").to_owned());
+                scores.push(item["score"].as_i64().expect("score"));
+            }
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7, "{sort}");
+        assert_eq!(
+            seen.iter().collect::<HashSet<_>>().len(),
+            7,
+            "{sort}: no repeats"
+        );
+        if sort == "top" {
+            assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+            assert_eq!(scores[0], 5);
+        }
+        if sort == "new" {
+            let mut newest_first = ids.clone();
+            newest_first.reverse();
+            assert_eq!(seen, newest_first);
+        }
+    }
+    let (status, popular) = app.get_json("/api/v1/questions/popular?limit=3").await;
+    assert_eq!(status, 200);
+    assert_eq!(popular.as_array().expect("list").len(), 3);
+    app.stop().await;
+}
+
+async fn vote(app: &TestApp, token: &str, id: &str, value: i64) {
+    let (status, body) = send(
+        app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{id}/vote"),
+        token,
+        Some(json!({"value": value})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+async fn moderate(app: &TestApp, token: &str, id: &str, body: Value) -> (u16, Value) {
+    send(
+        app,
+        reqwest::Method::POST,
+        &format!("/api/v1/questions/{id}/moderation"),
+        token,
+        Some(body),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn enough_distinct_flags_hide_a_question_until_a_moderator_approves_it() {
+    let app = app().await;
+    let users = members(&app, 4).await;
+    let moderator = with_role(&app, 1, "moderator").await;
+    let created = ask(
+        &app,
+        &users[0].1,
+        7,
+        "Is the new stadium deal a good use of public money?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let flags = format!("/api/v1/questions/{id}/flags");
+    for (i, (_, token)) in users.iter().skip(1).enumerate() {
+        let (status, body) = send(
+            &app,
+            reqwest::Method::POST,
+            &flags,
+            token,
+            Some(json!({"reason": "spam"})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(
+            body["status"],
+            if i < 2 { "visible" } else { "hidden" },
+            "{body}"
+        );
+    }
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &flags,
+        &users[1].1,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 409, "one flag per user");
+    let (_, page) = app.get_json("/api/v1/cities/7/questions?sort=new").await;
+    assert_eq!(page["items"], json!([]), "hidden questions are not listed");
+
+    let (status, _) = moderate(&app, &users[0].1, &id, json!({"action": "approve"})).await;
+    assert_eq!(status, 403, "members cannot moderate");
+    let (status, body) = moderate(
+        &app,
+        &moderator[0].1,
+        &id,
+        json!({"action": "approve", "reason": "fine"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "visible");
+    let (_, page) = app.get_json("/api/v1/cities/7/questions?sort=new").await;
+    assert_eq!(page["items"][0]["id"], id.as_str());
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM moderation_log WHERE question_id = $1 ORDER BY id")
+            .bind(Uuid::parse_str(&id).expect("uuid"))
+            .fetch_all(app.state.db.write())
+            .await
+            .expect("log");
+    assert_eq!(actions, ["auto_hide", "approve"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn merging_a_duplicate_moves_votes_without_double_counting() {
+    let app = app().await;
+    let users = members(&app, 3).await;
+    let moderator = with_role(&app, 1, "moderator").await;
+    let (a, b, c) = (&users[0].1, &users[1].1, &users[2].1);
+    let source = ask(
+        &app,
+        a,
+        8,
+        "Will the city fix the potholes on Oak Street this year?",
+    )
+    .await;
+    let target = ask(
+        &app,
+        a,
+        8,
+        "When will the potholes on Oak Street finally be repaired?",
+    )
+    .await;
+    let source = source["question"]["id"].as_str().expect("id").to_owned();
+    let target = target["question"]["id"].as_str().expect("id").to_owned();
+    vote(&app, a, &source, 1).await; // a voted on both: keeps one vote
+    vote(&app, a, &target, 1).await;
+    vote(&app, b, &source, 1).await; // b only on the source: moves
+    vote(&app, c, &target, -1).await; // c only on the target: stays
+
+    let (status, body) = moderate(
+        &app,
+        &moderator[0].1,
+        &source,
+        json!({"action": "merge", "target_id": target, "reason": "duplicate"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "merged");
+    assert_eq!(body["votes_moved"], 1);
+    let (_, merged_target) = app.get_json(&format!("/api/v1/questions/{target}")).await;
+    assert_eq!(merged_target["upvotes"], 2, "{merged_target}");
+    assert_eq!(merged_target["downvotes"], 1);
+    let (_, merged_source) = app.get_json(&format!("/api/v1/questions/{source}")).await;
+    assert_eq!(merged_source["status"], "merged");
+    assert_eq!(merged_source["merged_into"], target.as_str());
+    let votes: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM question_votes WHERE question_id = $1")
+            .bind(Uuid::parse_str(&target).expect("uuid"))
+            .fetch_one(app.state.db.write())
+            .await
+            .expect("votes");
+    assert_eq!(votes, 3, "one vote per user on the target");
+    // A merged question takes no more votes, and cannot be merged again.
+    let (status, _) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{source}/vote"),
+        c,
+        Some(json!({"value": 1})),
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _) = moderate(
+        &app,
+        &moderator[0].1,
+        &source,
+        json!({"action": "merge", "target_id": target}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn candidates_answer_once_and_edits_keep_their_history() {
+    let app = app().await;
+    let members = members(&app, 1).await;
+    let candidates = with_role(&app, 1, "candidate").await;
+    let created = ask(
+        &app,
+        &members[0].1,
+        9,
+        "How will you make rents affordable for teachers?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let answers = format!("/api/v1/questions/{id}/answers");
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &answers,
+        &members[0].1,
+        Some(json!({"body": "I would."})),
+    )
+    .await;
+    assert_eq!(status, 403, "only candidates answer");
+    let (status, first) = send(
+        &app,
+        reqwest::Method::POST,
+        &answers,
+        &candidates[0].1,
+        Some(json!({"body": "By building more housing near schools."})),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["revision"], 1);
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &answers,
+        &candidates[0].1,
+        Some(json!({"body": "Again."})),
+    )
+    .await;
+    assert_eq!(status, 409, "one answer per candidate");
+    let (status, edited) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("{answers}/mine"),
+        &candidates[0].1,
+        Some(json!({"body": "By building housing near schools, and a rent cap."})),
+    )
+    .await;
+    assert_eq!(status, 200, "{edited}");
+    assert_eq!(edited["revision"], 2);
+    let (status, listed) = app.get_json(&answers).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().expect("list").len(), 1);
+    assert_eq!(
+        listed[0]["body"],
+        "By building housing near schools, and a rent cap."
+    );
+    let revisions: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM answer_revisions WHERE answer_id = $1")
+            .bind(Uuid::parse_str(first["id"].as_str().expect("id")).expect("uuid"))
+            .fetch_one(app.state.db.write())
+            .await
+            .expect("revisions");
+    assert_eq!(revisions, 2);
+    let (_, question) = app.get_json(&format!("/api/v1/questions/{id}")).await;
+    assert_eq!(question["answer_count"], 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_daily_question_limit_is_enforced_per_user_but_replays_are_free() {
+    let app = TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_QUESTIONS_USER", "2/1d")
+        .start()
+        .await;
+    let users = members(&app, 2).await;
+    let post = |token: String, body: String, key: Option<&'static str>| {
+        let app = &app;
+        async move {
+            let mut request = app
+                .client
+                .post(app.url("/api/v1/cities/10/questions"))
+                .bearer_auth(token)
+                .json(&json!({ "body": body }));
+            if let Some(key) = key {
+                request = request.header("idempotency-key", key);
+            }
+            request.send().await.expect("post").status().as_u16()
+        }
+    };
+    let token = users[0].1.clone();
+    assert_eq!(
+        post(
+            token.clone(),
+            "First question about the parks?".into(),
+            Some("q1")
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        post(
+            token.clone(),
+            "Second question about the roads?".into(),
+            None
+        )
+        .await,
+        201
+    );
+    assert_eq!(
+        post(
+            token.clone(),
+            "First question about the parks?".into(),
+            Some("q1")
+        )
+        .await,
+        201,
+        "a replay is not a new question"
+    );
+    assert_eq!(
+        post(
+            token.clone(),
+            "Third question about the schools?".into(),
+            None
+        )
+        .await,
+        429
+    );
+    assert_eq!(
+        post(
+            users[1].1.clone(),
+            "Another resident's question?".into(),
+            None
+        )
+        .await,
+        201
+    );
+    app.stop().await;
+}
