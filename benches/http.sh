@@ -43,6 +43,7 @@ export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export JWT_SECRET="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')"
 # The login flood would otherwise be (correctly) rate limited after 10 tries.
 export RATE_LIMIT_LOGIN_ACCOUNT=100000000/1m RATE_LIMIT_LOGIN_IP=100000000/1m RATE_LIMIT_REGISTER_IP=100000000/1m
+export RATE_LIMIT_QUESTIONS_USER=100000000/1d RATE_LIMIT_VOTES_USER=100000000/1m
 "$BIN" migrate && "$BIN" seed
 
 wait_port() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$1$2" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
@@ -91,10 +92,23 @@ bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 256
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 1024
 bench "refbackend GET /api/v1/exercises (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_MISS=$LAST_RPS
+
+# CivicQ: a resident, 60 questions in city 1, then votes and list reads.
+TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
+    -d '{"email":"resident@example.com","password":"benchmark password","display_name":"Resident"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+for i in $(seq 1 60); do
+    QUESTION=$(curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions" -H 'content-type: application/json' \
+        -H "authorization: Bearer $TOKEN" -d "{\"body\": \"Benchmark question number $i about the city budget?\"}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["question"]["id"])')
+done
+bench "refbackend GET /api/v1/cities/1/questions?sort=top (uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions?sort=top" "$CONNS"; API_Q_MISS=$LAST_RPS
+WRK_VOTE_TOKEN=$TOKEN bench "refbackend PUT /api/v1/questions/{id}/vote (one question, one voter)" "http://127.0.0.1:$API_PORT/api/v1/questions/$QUESTION/vote" "$CONNS"; API_VOTES=$LAST_RPS
 stop
 
 # L2: an L1 that expires after 1 ms, so (nearly) every request is a Redis hit.
-start api "$API_PORT" /health env CACHE_TTL_CITIES=1ms,10m CACHE_TTL_EXERCISES=1ms,10m "$BIN" serve
+start api "$API_PORT" /health env CACHE_TTL_CITIES=1ms,10m CACHE_TTL_EXERCISES=1ms,10m CACHE_TTL_QUESTIONS=1ms,10m "$BIN" serve
+bench "refbackend GET /api/v1/cities/1/questions?sort=top (L2 Redis hit)" "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions?sort=top" "$CONNS"; API_Q_L2=$LAST_RPS
 bench "refbackend GET /api/v1/cities (L2 Redis hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST_L2=$LAST_RPS
 bench "refbackend GET /api/v1/exercises (L2 Redis hit)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_L2=$LAST_RPS
 stop
@@ -104,6 +118,7 @@ start api "$API_PORT" /health "$BIN" serve
 API_PID=$SERVER_PID
 bench "refbackend GET /api/v1/cities (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST_L1=$LAST_RPS
 bench "refbackend GET /api/v1/exercises (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_L1=$LAST_RPS
+bench "refbackend GET /api/v1/cities/1/questions?sort=top (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions?sort=top" "$CONNS"; API_Q_L1=$LAST_RPS
 bench "refbackend GET /api/v1/verbs/tener/conjugations (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/verbs/tener/conjugations" "$CONNS"; API_CONJ=$LAST_RPS
 bench "refbackend GET /api/v1/cities (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" 1024
 
@@ -133,4 +148,6 @@ echo "  GET /api/v1/cities (20 rows, uncached) vs bare axum: $(pct "$API_LIST" "
 echo "  GET /api/v1/cities: L1 hit $(pct "$API_LIST_L1" "$BARE"), L2 hit $(pct "$API_LIST_L2" "$BARE") of bare axum"
 echo "  GET /api/v1/exercises: L1 hit $(pct "$API_EX_L1" "$BARE"), L2 hit $(pct "$API_EX_L2" "$BARE"), uncached $(pct "$API_EX_MISS" "$BARE") of bare axum"
 echo "  GET /api/v1/verbs/tener/conjugations (L1 hit) vs bare axum: $(pct "$API_CONJ" "$BARE")"
+echo "  GET /api/v1/cities/1/questions: L1 hit $(pct "$API_Q_L1" "$BARE"), L2 hit $(pct "$API_Q_L2" "$BARE"), uncached $(pct "$API_Q_MISS" "$BARE") of bare axum"
+echo "  votes: $API_VOTES/s on one question (row lock + cache invalidation per vote)"
 echo "RSS of refbackend: idle ${IDLE_RSS} MB, peak ${PEAK_RSS} MB"
