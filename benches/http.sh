@@ -4,7 +4,7 @@
 # Postgres and Redis pinned to core 0, wrk on core 1, median of 3 runs.
 # Results go to stdout as markdown rows (copy them into docs/benchmarks.md).
 #
-#   benches/http.sh              # everything (~6 minutes)
+#   benches/http.sh              # everything (~15 minutes)
 #   DURATION=5 RUNS=1 benches/http.sh   # a quick look
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

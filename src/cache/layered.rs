@@ -155,6 +155,8 @@ struct Inner {
     prefix: String,
     channel: String,
     get_script: redis::Script,
+    /// cache_requests_total by [namespace][l1, l2][hit, miss, error].
+    counters: [[[prometheus::IntCounter; 3]; 2]; NAMESPACES],
     metrics: Metrics,
 }
 
@@ -175,16 +177,18 @@ impl Cache {
             })
             .expire_after(PerEntryTtl)
             .build();
-        for namespace in Namespace::ALL {
-            for layer in ["l1", "l2"] {
-                for result in ["hit", "miss", "error"] {
-                    metrics
-                        .cache_requests_total
-                        .with_label_values(&[layer, namespace.key(), result])
-                        .inc_by(0);
-                }
-            }
-        }
+        // Every series exists from the start (at zero) for dashboards/alerts.
+        let counters = Namespace::ALL.map(|namespace| {
+            ["l1", "l2"].map(|layer| {
+                ["hit", "miss", "error"].map(|result| {
+                    metrics.cache_requests_total.with_label_values(&[
+                        layer,
+                        namespace.key(),
+                        result,
+                    ])
+                })
+            })
+        });
         Self {
             inner: Arc::new(Inner {
                 enabled: config.enabled,
@@ -196,6 +200,7 @@ impl Cache {
                 prefix: format!("{prefix}cache:"),
                 channel: format!("{prefix}cache:invalidate"),
                 get_script: redis::Script::new(GET_SCRIPT),
+                counters,
                 metrics,
             }),
         }
@@ -205,12 +210,16 @@ impl Cache {
         self.inner.ttls[namespace.index()]
     }
 
+    /// Counts a lookup on a pre-resolved counter: a hit is on the hot path,
+    /// and resolving labels (hashing three strings) would cost more than it.
     fn count(&self, layer: &str, namespace: Namespace, result: &str) {
-        self.inner
-            .metrics
-            .cache_requests_total
-            .with_label_values(&[layer, namespace.key(), result])
-            .inc();
+        let layer = usize::from(layer == "l2");
+        let result = match result {
+            "hit" => 0,
+            "miss" => 1,
+            _ => 2,
+        };
+        self.inner.counters[namespace.index()][layer][result].inc();
     }
 
     /// The cached representation of `key`, or the value `load` produces,

@@ -222,3 +222,44 @@ async fn public_data_is_publicly_cacheable_and_per_user_data_is_not() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn compressed_public_responses_vary_on_accept_encoding_and_per_user_ones_are_private() {
+    let app = TestApp::builder().without_replica().start().await;
+    let response = app
+        .client
+        .get(app.url("/api/v1/exercises?limit=20"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let vary = response.headers()["vary"]
+        .to_str()
+        .expect("ascii")
+        .to_lowercase();
+    assert!(vary.contains("accept-encoding"), "{vary}");
+
+    let (_, token) = app.register_member("private@example.com").await;
+    for path in [
+        "/api/v1/users/me",
+        "/api/v1/users/me/progress",
+        "/api/v1/practice/next",
+    ] {
+        let response = app
+            .client
+            .get(app.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["cache-control"],
+            "private, no-store",
+            "{path}"
+        );
+    }
+    app.stop().await;
+}

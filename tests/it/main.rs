@@ -11,6 +11,7 @@ mod chaos_proxy;
 mod support;
 
 mod auth;
+mod backup;
 mod balancer;
 mod cache;
 mod chaos;
