@@ -52,6 +52,21 @@ async fn invalidate_lists(state: &AppState) {
         .await;
 }
 
+/// A trimmed reason (empty = none): at most 200 characters, no control characters.
+fn optional_reason(raw: Option<String>) -> AppResult<Option<String>> {
+    let reason = raw.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
+    {
+        return Err(AppError::validation(
+            "reason",
+            "must be at most 200 characters of text",
+        ));
+    }
+    Ok(reason)
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FlagRequest {
@@ -89,19 +104,7 @@ pub async fn flag_question(
     AppPath(id): AppPath<Uuid>,
     AppJson(request): AppJson<FlagRequest>,
 ) -> AppResult<Response> {
-    let reason = request
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if reason
-        .as_deref()
-        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
-    {
-        return Err(AppError::validation(
-            "reason",
-            "must be at most 200 characters of text",
-        ));
-    }
+    let reason = optional_reason(request.reason)?;
     let created_at = question_key(id)?;
     let threshold = state.config.civic.flags_to_hide;
     let mut tx = state.db.write().begin().await?;
@@ -220,19 +223,7 @@ pub async fn moderate_question(
     AppJson(request): AppJson<ModerationRequest>,
 ) -> AppResult<Response> {
     user.require(&[Role::Moderator, Role::Admin])?;
-    let reason = request
-        .reason
-        .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
-    if reason
-        .as_deref()
-        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
-    {
-        return Err(AppError::validation(
-            "reason",
-            "must be at most 200 characters of text",
-        ));
-    }
+    let reason = optional_reason(request.reason)?;
     let created_at = question_key(id)?;
     let target = match (request.action, request.target_id) {
         (ModerationAction::Merge, Some(target)) if target == id => {

@@ -201,7 +201,26 @@ async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
         .ok_or_else(|| AppError::NotFound(format!("No city with id {city_id}")))
 }
 
-fn enforce(decision: crate::ratelimit::Decision) -> AppResult<()> {
+/// Takes one unit of a per-user limit, unless the request is the replay of
+/// one that already succeeded (same Idempotency-Key): a retry is not a new
+/// question or vote and must not be refused as one.
+async fn spend_limit(
+    state: &AppState,
+    user_id: Uuid,
+    key: Option<&IdempotencyKey>,
+    limiter: &str,
+    quota: crate::ratelimit::Quota,
+) -> AppResult<()> {
+    if let Some(key) = key
+        && idempotency::is_recorded(state.db.write(), user_id, key).await?
+    {
+        return Ok(());
+    }
+    let decision = state
+        .auth
+        .limiter
+        .check(limiter, &user_id.to_string(), quota)
+        .await;
     if decision.allowed {
         Ok(())
     } else {
@@ -275,25 +294,14 @@ pub async fn create_question(
     }
     let fingerprint =
         idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
-    // A retry of a request that already succeeded is a replay, not a new
-    // question: it must not spend (or be refused by) the daily limit.
-    let replay = match &key {
-        Some(key) => idempotency::is_recorded(state.db.write(), user.id, key).await?,
-        None => false,
-    };
-    if !replay {
-        enforce(
-            state
-                .auth
-                .limiter
-                .check(
-                    "questions-user",
-                    &user.id.to_string(),
-                    state.config.civic.questions_per_user,
-                )
-                .await,
-        )?;
-    }
+    spend_limit(
+        &state,
+        user.id,
+        key.as_ref(),
+        "questions-user",
+        state.config.civic.questions_per_user,
+    )
+    .await?;
     let guard = key.as_ref().map(|key| Guard {
         user_id: user.id,
         key,
@@ -796,23 +804,14 @@ async fn vote(
 ) -> AppResult<Response> {
     let created_at =
         created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))?;
-    let replay = match &key {
-        Some(key) => idempotency::is_recorded(state.db.write(), user.id, key).await?,
-        None => false,
-    };
-    if !replay {
-        enforce(
-            state
-                .auth
-                .limiter
-                .check(
-                    "votes-user",
-                    &user.id.to_string(),
-                    state.config.civic.votes_per_user,
-                )
-                .await,
-        )?;
-    }
+    spend_limit(
+        state,
+        user.id,
+        key.as_ref(),
+        "votes-user",
+        state.config.civic.votes_per_user,
+    )
+    .await?;
     let fingerprint = idempotency::fingerprint(method, &format!("/questions/{id}/vote"), &value)?;
     let guard = key.as_ref().map(|key| Guard {
         user_id: user.id,
