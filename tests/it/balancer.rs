@@ -146,6 +146,7 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
     }
     let nginx = Nginx::start(&ports).await;
     let client = reqwest::Client::builder()
+        .no_gzip()
         .timeout(Duration::from_secs(10))
         .build()
         .expect("client");

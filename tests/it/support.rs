@@ -267,7 +267,10 @@ impl TestAppBuilder {
         }));
         TestApp {
             addr,
+            // The raw wire: tests check Content-Encoding and compressed sizes,
+            // and the workspace's load generator enables reqwest's gzip feature.
             client: reqwest::Client::builder()
+                .no_gzip()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("client"),
