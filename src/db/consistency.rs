@@ -9,10 +9,13 @@
 //! not written recently read from replicas as usual. If Redis cannot say, the
 //! read goes to the primary: never stale, only slower.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -136,13 +139,28 @@ impl Db {
 }
 
 /// Per-user "last write" positions in Redis, shared by every instance.
+///
+/// Redis can fail exactly when a token is written. So every token is also kept
+/// in this instance (reads here stay correct), and after a failed write,
+/// "no token in Redis" is not trusted for a TTL: those reads go to the primary.
 #[derive(Clone)]
 pub struct WriteTokens {
     redis: Redis,
     prefix: String,
     ttl: Duration,
     set_max: redis::Script,
+    local: Arc<Local>,
 }
+
+struct Local {
+    epoch: Instant,
+    tokens: Mutex<HashMap<String, (Lsn, Instant)>>,
+    /// Milliseconds since `epoch` of the last failed token write (0: none).
+    last_failure_ms: AtomicU64,
+}
+
+/// Bound on the per-instance copy; expired entries are dropped past it.
+const LOCAL_TOKENS_MAX: usize = 100_000;
 
 /// Sets the key to ARGV[1] unless it already holds a later position.
 const SET_MAX: &str = r"
@@ -164,7 +182,57 @@ impl WriteTokens {
             prefix: format!("{prefix}ryw:"),
             ttl,
             set_max: redis::Script::new(SET_MAX),
+            local: Arc::new(Local {
+                epoch: Instant::now(),
+                tokens: Mutex::new(HashMap::new()),
+                last_failure_ms: AtomicU64::new(0),
+            }),
         }
+    }
+
+    fn remember_locally(&self, scope: &str, lsn: Lsn) {
+        let expires = Instant::now() + self.ttl;
+        let mut tokens = self
+            .local
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tokens.len() >= LOCAL_TOKENS_MAX {
+            let now = Instant::now();
+            tokens.retain(|_, (_, until)| *until > now);
+        }
+        let entry = tokens.entry(scope.to_owned()).or_insert((lsn, expires));
+        *entry = (entry.0.max(lsn), expires);
+    }
+
+    fn local_token(&self, scope: &str) -> Option<Lsn> {
+        let tokens = self
+            .local
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        tokens
+            .get(scope)
+            .filter(|(_, until)| *until > Instant::now())
+            .map(|(lsn, _)| *lsn)
+    }
+
+    fn note_failure(&self) {
+        let ms = u64::try_from(self.local.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.local
+            .last_failure_ms
+            .store(ms.max(1), Ordering::Relaxed);
+    }
+
+    /// Did a token write fail recently enough that Redis may miss a token?
+    fn recent_failure(&self) -> bool {
+        let last = self.local.last_failure_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return false;
+        }
+        let now = u64::try_from(self.local.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let ttl = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(last) < ttl
     }
 
     /// Remembers that `user` wrote up to `lsn`. Returns false if Redis failed
@@ -182,7 +250,9 @@ impl WriteTokens {
     /// whose loaders must not cache data older than the write that
     /// invalidated it).
     pub async fn record_scope(&self, scope: &str, lsn: Lsn) -> bool {
+        self.remember_locally(scope, lsn);
         if !self.redis.available() {
+            self.note_failure();
             return false;
         }
         let mut conn = self.redis.connection();
@@ -203,6 +273,7 @@ impl WriteTokens {
             }
             Err(e) => {
                 self.redis.report_failure(&e);
+                self.note_failure();
                 false
             }
         }
@@ -221,7 +292,12 @@ impl WriteTokens {
         match result {
             Ok(value) => {
                 self.redis.report_success();
-                value.map_or(Freshness::Any, |lsn| Freshness::AtLeast(Lsn(lsn)))
+                match value.map(Lsn).max(self.local_token(scope)) {
+                    Some(lsn) => Freshness::AtLeast(lsn),
+                    // Redis may be missing a token whose write failed.
+                    None if self.recent_failure() => Freshness::Primary,
+                    None => Freshness::Any,
+                }
             }
             Err(e) => {
                 self.redis.report_failure(&e);
@@ -234,6 +310,36 @@ impl WriteTokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tokens_without_redis() -> WriteTokens {
+        let config = crate::config::RedisConfig {
+            url: crate::config::Secret::new("redis://127.0.0.1:1".to_owned()),
+            key_prefix: "t:".to_owned(),
+            connect_timeout: Duration::from_millis(50),
+            response_timeout: Duration::from_millis(50),
+        };
+        let redis = Redis::new(
+            &config,
+            prometheus::IntCounter::new("e", "e").expect("metric"),
+            prometheus::IntGauge::new("o", "o").expect("metric"),
+        )
+        .expect("lazy client");
+        WriteTokens::new(redis, "t:", Duration::from_secs(30))
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_redis_write_failed_still_routes_this_users_reads() {
+        let tokens = tokens_without_redis();
+        let user = Uuid::now_v7();
+        assert!(!tokens.record(user, Lsn(42)).await, "Redis is unreachable");
+        assert_eq!(tokens.local_token(&user.to_string()), Some(Lsn(42)));
+        assert!(tokens.recent_failure());
+        // With Redis down, every read is routed to the primary.
+        assert_eq!(tokens.freshness(user).await, Freshness::Primary);
+        // A later, lower position never lowers the local token.
+        tokens.record(user, Lsn(7)).await;
+        assert_eq!(tokens.local_token(&user.to_string()), Some(Lsn(42)));
+    }
 
     #[test]
     fn lsns_parse_compare_and_print_like_postgres() {
