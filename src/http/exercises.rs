@@ -19,7 +19,7 @@ use crate::app::AppState;
 use crate::cache::Namespace;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{AppPath, AppQuery};
-use crate::http::pagination::{PageQuery, PageRequest, finish_page};
+use crate::http::pagination::{PageQuery, PageRequest, bounded_int, finish_page};
 use crate::practice::bank::ExerciseType;
 use crate::spanish::{self, Tense, triggers::TriggerCategory};
 
@@ -106,10 +106,7 @@ impl ExerciseQuery {
             }
         }
         if let Some(raw) = &self.difficulty {
-            filters.difficulty = raw
-                .parse::<i16>()
-                .ok()
-                .filter(|d| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=5).contains(d));
+            filters.difficulty = bounded_int(raw, 1..=5).and_then(|d| i16::try_from(d).ok());
             if filters.difficulty.is_none() {
                 errors.push(FieldError::new(
                     "difficulty",

@@ -13,6 +13,7 @@ use crate::app::AppState;
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::AppQuery;
+use crate::http::pagination::bounded_int;
 use crate::http::practice::private_json;
 use crate::leaderboard::Period;
 
@@ -81,10 +82,7 @@ pub async fn get_leaderboard(
     }
     let limit = match query.limit.as_deref() {
         None => Some(10),
-        Some(raw) => raw
-            .parse::<i64>()
-            .ok()
-            .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=100).contains(n)),
+        Some(raw) => bounded_int(raw, 1..=100),
     };
     if limit.is_none() {
         errors.push(FieldError::new("limit", "must be an integer from 1 to 100"));

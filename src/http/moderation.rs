@@ -27,7 +27,7 @@ use crate::civic::ranking;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::practice::private_json;
-use crate::http::questions::created_at_of;
+use crate::http::questions::{created_at_of, lock_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -108,13 +108,9 @@ pub async fn flag_question(
     let created_at = question_key(id)?;
     let threshold = state.config.civic.flags_to_hide;
     let mut tx = state.db.write().begin().await?;
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(created_at)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let status = lock_question(&mut tx, id, created_at)
+        .await?
+        .map(|(status, _)| status);
     let Some(status) = status else {
         return Err(AppError::NotFound(format!("No question with id {id}")));
     };
@@ -460,13 +456,9 @@ pub async fn post_answer(
     let body = answer_body(&request.body)?;
     let created_at = question_key(question_id)?;
     let mut tx = state.db.write().begin().await?;
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(created_at)
-    .bind(question_id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let status = lock_question(&mut tx, question_id, created_at)
+        .await?
+        .map(|(status, _)| status);
     match status.as_deref() {
         None => {
             return Err(AppError::NotFound(format!(

@@ -36,20 +36,22 @@ pub struct PageRequest<C> {
     pub after: Option<C>,
 }
 
+/// A query-string integer within `range`: digits only (Rust's parser would
+/// also take "+6", which is not an integer in the API's JSON Schema sense).
+pub fn bounded_int(raw: &str, range: std::ops::RangeInclusive<i64>) -> Option<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && range.contains(n))
+}
+
 impl PageQuery {
     pub fn parse<C: DeserializeOwned>(&self) -> Result<PageRequest<C>, AppError> {
         let mut errors = Vec::new();
         let limit = match self.limit.as_deref() {
             None => DEFAULT_LIMIT,
-            // Digits only: Rust would also accept "+6", which is not an integer
-            // in the API's (JSON Schema's) sense.
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(n)
-                    if raw.bytes().all(|b| b.is_ascii_digit()) && (1..=MAX_LIMIT).contains(&n) =>
-                {
-                    n
-                }
-                _ => {
+            Some(raw) => match bounded_int(raw, 1..=MAX_LIMIT) {
+                Some(n) => n,
+                None => {
                     errors.push(FieldError::new(
                         "limit",
                         format!("must be an integer from 1 to {MAX_LIMIT}"),

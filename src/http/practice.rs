@@ -20,6 +20,7 @@ use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
+use crate::http::pagination::bounded_int;
 use crate::practice::bank::ExerciseType;
 use crate::practice::scheduling::{self, CardState, Level};
 use crate::spanish::checker::{self, ErrorCategory, Expected, Outcome};
@@ -662,10 +663,7 @@ pub async fn next_items(
 ) -> AppResult<Response> {
     let limit: i64 = match query.limit.as_deref() {
         None => 10,
-        Some(raw) => raw
-            .parse()
-            .ok()
-            .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=50).contains(n))
+        Some(raw) => bounded_int(raw, 1..=50)
             .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
     };
     // Recent accuracy sets the difficulty; weakest skills choose the content.

@@ -31,7 +31,7 @@ use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, PROBLEM_CONTENT_TYPE, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
-use crate::http::pagination::{PageQuery, PageRequest, finish_page};
+use crate::http::pagination::{PageQuery, PageRequest, bounded_int, finish_page};
 use crate::http::practice::private_json;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -574,10 +574,7 @@ pub async fn popular_questions(
 ) -> AppResult<Response> {
     let limit: i64 = match query.limit.as_deref() {
         None => 10,
-        Some(raw) => raw
-            .parse()
-            .ok()
-            .filter(|n| raw.bytes().all(|b| b.is_ascii_digit()) && (1..=50).contains(n))
+        Some(raw) => bounded_int(raw, 1..=50)
             .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
     };
     let cached = state
@@ -829,6 +826,23 @@ async fn vote(
     Ok(outcome.into_response())
 }
 
+/// Locks a question's row for the rest of the transaction (every write to a
+/// question and its votes, flags and answers goes through this lock); its
+/// (status, score), or None when it does not exist.
+pub async fn lock_question(
+    tx: &mut PgConnection,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+) -> Result<Option<(String, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT status, score FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+    )
+    .bind(created_at)
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+}
+
 /// Sets (Some) or withdraws (None) a user's vote and adjusts the question's
 /// counters by the difference, all under the question's row lock.
 pub async fn apply_vote(
@@ -838,13 +852,7 @@ pub async fn apply_vote(
     user_id: Uuid,
     value: Option<i16>,
 ) -> AppResult<QuestionDetail> {
-    let locked: Option<(String, i32)> = sqlx::query_as(
-        "SELECT status, score FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(created_at)
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let locked = lock_question(tx, id, created_at).await?;
     let score = match locked {
         None => return Err(AppError::NotFound(format!("No question with id {id}"))),
         Some((status, score)) if status == "visible" => score,
