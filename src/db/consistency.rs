@@ -62,8 +62,13 @@ pub enum Freshness {
 
 impl Db {
     /// The primary's current WAL position: call it after a write commits.
+    ///
+    /// The *insert* position, not `pg_current_wal_lsn()` (the write position):
+    /// with `synchronous_commit = off` a COMMIT returns before its record is
+    /// written out, so the write position can still lie before it, and a
+    /// replica stopped there would pass for caught up while missing the write.
     pub async fn current_lsn(&self) -> Result<Lsn, sqlx::Error> {
-        let text: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+        let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
             .fetch_one(&self.inner.primary)
             .await?;
         text.parse()

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use refbackend::db::consistency::Lsn;
+
 use crate::services::services;
 use crate::support::{TestApp, TestAppBuilder};
 
@@ -267,5 +269,43 @@ async fn a_read_whose_replica_connection_breaks_is_retried_once_on_the_primary()
         .await,
         1.0
     );
+    app.stop().await;
+}
+
+/// With `synchronous_commit = off` (the harness runs so, and it is a common
+/// tuning) COMMIT returns before its WAL is written out. A consistency token
+/// taken from the *write* position can then sit before the commit record, and
+/// a replica paused there would pass for "caught up" while missing the write.
+#[tokio::test]
+async fn a_write_token_covers_a_commit_whose_wal_is_not_yet_flushed() {
+    let app = uncached().start().await;
+    let primary = sqlx::PgPool::connect(&app.db.primary_url)
+        .await
+        .expect("primary connect");
+    for _ in 0..20 {
+        let mut tx = primary.begin().await.expect("begin");
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await
+            .expect("async commit");
+        sqlx::query(
+            "UPDATE cities SET population = population WHERE id = (SELECT min(id) FROM cities)",
+        )
+        .execute(&mut *tx)
+        .await
+        .expect("update");
+        let before_commit: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("insert position");
+        tx.commit().await.expect("commit");
+        let token = app.state.db.current_lsn().await.expect("token");
+        let before_commit: Lsn = before_commit.parse().expect("lsn");
+        assert!(
+            token > before_commit,
+            "token {token} must lie past the commit record (after {before_commit})"
+        );
+    }
+    primary.close().await;
     app.stop().await;
 }

@@ -288,7 +288,7 @@ pub async fn wait_for_catch_up(primary_url: &str, replica_url: &str) {
     let primary = sqlx::PgPool::connect(primary_url)
         .await
         .expect("primary connect");
-    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+    let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
         .fetch_one(&primary)
         .await
         .expect("primary lsn");

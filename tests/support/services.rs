@@ -172,7 +172,7 @@ impl Services {
                     Err(e) => panic!("{sql}: {e}"),
                 }
             }
-            let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            let lsn: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
                 .fetch_one(&mut conn)
                 .await
                 .expect("read the primary's WAL position");
