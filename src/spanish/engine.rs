@@ -124,7 +124,16 @@ fn join(stem: &str, ending: &str, ctx: &Ctx) -> String {
         } else if let Some(p) = stem.strip_suffix('c') {
             out.push_str(p);
             let after_vowel = p.chars().last().is_some_and(is_vowel);
-            stem = if ctx.zc && after_vowel { "zc" } else { "z" };
+            stem = if p.ends_with('s') {
+                // -scer (*evanescer*, *fosforescer*): the s already stands
+                // where -ecer verbs insert z, so the c stays and reads /k/
+                // before a/o (*evanesco*, *fosforesca*), never *evaneszo*.
+                "c"
+            } else if ctx.zc && after_vowel {
+                "zc"
+            } else {
+                "z"
+            };
         }
     }
 
@@ -206,15 +215,15 @@ fn changed_stems(stem: &str, flags: Flags, conj: Conj, eir: bool) -> (String, Op
     let raise = conj == Conj::Ir && !flags.no_raise;
     let (stressed, raised) = match flags.stem_change {
         StemChange::None => (stem.to_owned(), None),
-        StemChange::Ie => match stem.rfind('e') {
-            Some(at) => {
+        // The vowel that diphthongizes is the stem's last e or i: *perquirir*
+        // → *perquiero*, not *pierquiro*, though its stem also has an e.
+        StemChange::Ie => match stem.rfind(['e', 'i']) {
+            Some(at) if stem.as_bytes()[at] == b'e' => {
                 let diph = if at == 0 { "ye" } else { "ie" };
                 (replace(at, diph), raise.then(|| replace(at, "i")))
             }
-            None => match stem.rfind('i') {
-                Some(at) => (replace(at, "ie"), None),
-                None => (stem.to_owned(), None),
-            },
+            Some(at) => (replace(at, "ie"), None),
+            None => (stem.to_owned(), None),
         },
         StemChange::Ue => match stem.rfind('o') {
             Some(at) => {
@@ -256,7 +265,7 @@ fn changed_stems(stem: &str, flags: Flags, conj: Conj, eir: bool) -> (String, Op
 /// Irregular participles shared by whole families (*describir*, *devolver*…);
 /// the flag says whether the regular participle is also accepted.
 fn irregular_participle(infinitive: &str) -> Option<(String, bool)> {
-    const SUFFIXES: [(&str, &str, bool); 8] = [
+    const SUFFIXES: [(&str, &str, bool); 10] = [
         ("scribir", "scrito", false),
         ("volver", "vuelto", false),
         ("solver", "suelto", false),
@@ -265,6 +274,10 @@ fn irregular_participle(infinitive: &str) -> Option<(String, bool)> {
         ("imprimir", "impreso", true),
         ("freír", "frito", true),
         ("proveer", "provisto", true),
+        // RAE: the infinitive is pudrir (or podrir), the participle only
+        // podrido; the same for the compound *repudrir*.
+        ("pudrir", "podrido", false),
+        ("podrir", "podrido", false),
     ];
     for (suffix, part, alt) in SUFFIXES {
         if let Some(prefix) = infinitive.strip_suffix(suffix) {
@@ -277,8 +290,6 @@ fn irregular_participle(infinitive: &str) -> Option<(String, bool)> {
     match infinitive {
         "romper" => Some(("roto".to_owned(), false)),
         "morir" => Some(("muerto".to_owned(), false)),
-        // RAE: the infinitive is pudrir (or podrir), the participle only podrido.
-        "pudrir" | "podrir" => Some(("podrido".to_owned(), false)),
         _ => None,
     }
 }
@@ -289,9 +300,10 @@ pub(crate) fn simple(infinitive: &str, flags: Flags) -> Simple {
         return compound(prefix, irr);
     }
     // RAE: podrir is a variant infinitive of pudrir; every form but the
-    // participle (podrido, for both) is built on pudr-.
-    if infinitive == "podrir" {
-        return by_rule("pudrir", flags);
+    // participle (podrido, for both) is built on pudr-, compounds included
+    // (*repodrir* → *repudro*).
+    if let Some(prefix) = infinitive.strip_suffix("podrir") {
+        return by_rule(&format!("{prefix}pudrir"), flags);
     }
     by_rule(infinitive, flags)
 }

@@ -265,7 +265,7 @@ pub(crate) static IRREGULARS: &[Irregular] = &[
     },
     Irregular {
         base: "ver",
-        prefixes: Prefixes::Only(&["ante", "entre", "pre", "re"]),
+        prefixes: Prefixes::Only(&["ante", "entre", "pre", "re", "tras"]),
         present: Some(["veo", "ves", "ve", "vemos", "veis", "ven"]),
         preterite: Some(["vi", "viste", "vio", "vimos", "visteis", "vieron"]),
         imperfect: Some(["veía", "veías", "veía", "veíamos", "veíais", "veían"]),
@@ -278,6 +278,14 @@ pub(crate) static IRREGULARS: &[Irregular] = &[
         prefixes: Prefixes::Any,
         present: Some(["caigo", "caes", "cae", "caemos", "caéis", "caen"]),
         subjunctive: Some(["caiga", "caigas", "caiga", "caigamos", "caigáis", "caigan"]),
+        ..NONE
+    },
+    Irregular {
+        // Not a compound of caer, but conjugated like it; RAE also accepts
+        // rayo/raya, and its preterite (rayó) follows the rules.
+        base: "raer",
+        present: Some(["raigo", "raes", "rae", "raemos", "raéis", "raen"]),
+        subjunctive: Some(["raiga", "raigas", "raiga", "raigamos", "raigáis", "raigan"]),
         ..NONE
     },
     Irregular {

@@ -105,16 +105,17 @@ pub fn page(search: &str, after: Option<&str>, limit: usize) -> Vec<&'static Ent
 }
 
 /// Prefixes under which an unknown verb inherits the class of a known one
-/// (*desconcertar* from *concertar*, *reconvertir* from *convertir*).
-const PREFIXES: [&str; 21] = [
+/// (*desconcertar* from *concertar*, *reconvertir* from *convertir*,
+/// *trasvolar* from *volar*).
+const PREFIXES: [&str; 23] = [
     "re", "des", "pre", "con", "com", "sobre", "entre", "contra", "dis", "in", "im", "sub",
-    "trans", "ex", "de", "a", "en", "em", "inter", "super", "co",
+    "trans", "tras", "circun", "ex", "de", "a", "en", "em", "inter", "super", "co",
 ];
 
 /// Endings whose verbs (nearly) all share a stem change, for unknown verbs
 /// that no prefix links to a known one. Known exceptions (*agredir*,
 /// *pretender*…) are in the lexicon, which is consulted first.
-const SUFFIX_CLASSES: [(&str, StemChange); 16] = [
+const SUFFIX_CLASSES: [(&str, StemChange); 19] = [
     ("mendar", StemChange::Ie),
     ("quirir", StemChange::Ie),
     ("quebrar", StemChange::Ie),
@@ -131,6 +132,9 @@ const SUFFIX_CLASSES: [(&str, StemChange); 16] = [
     ("olver", StemChange::Ue),
     ("ormir", StemChange::Ue),
     ("order", StemChange::Ue),
+    ("orcer", StemChange::Ue),
+    ("tender", StemChange::Ie),
+    ("cender", StemChange::Ie),
 ];
 
 /// Class of an unknown verb: that of a known verb it derives from by a
@@ -152,11 +156,14 @@ pub fn inferred_flags(infinitive: &str) -> Flags {
     // RAE admits both (evacuo/evacúo) and the accented form is taken.
     let uar = infinitive.ends_with("uar") && !infinitive.ends_with("guar");
     // -iar endings whose verbs all stress the i (fotografío, confío, enfrío).
+    // Not -trofiar (atrofio, from atrofia) nor pifiar (pifio, from pifia).
     let iar = [
         "grafiar", "fiar", "friar", "guiar", "criar", "rriar", "triar", "variar",
     ]
     .iter()
-    .any(|s| infinitive.ends_with(s));
+    .any(|s| infinitive.ends_with(s))
+        && !infinitive.ends_with("trofiar")
+        && !infinitive.ends_with("pifiar");
     flags.accent = uar || iar || weak_vowel_in_hiatus(infinitive);
     flags
 }

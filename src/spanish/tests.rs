@@ -510,6 +510,15 @@ fn unknown_prefixed_verbs_inherit_the_class_of_the_known_base() {
 }
 
 #[test]
+fn tras_and_circun_compounds_inherit_the_stem_change_of_their_base() {
+    assert_eq!(form("trasvolar", PresentIndicative, Yo), "trasvuelo");
+    assert_eq!(form("trastrocar", PresentSubjunctive, El), "trastrueque");
+    assert_eq!(form("trasfregar", PresentIndicative, Ellos), "trasfriegan");
+    assert_eq!(form("circunvolar", PresentIndicative, Tu), "circunvuelas");
+    assert_eq!(form("traspasar", PresentIndicative, Yo), "traspaso");
+}
+
+#[test]
 fn known_verbs_have_a_gloss() {
     let c = conj("Tener");
     assert!(c.known);
@@ -745,4 +754,93 @@ fn podrir_is_conjugated_on_pudr_with_the_participle_podrido() {
     assert_eq!(c.form(ImperfectSubjunctiveRa, Yo), "pudriera");
     assert_eq!(c.participle, "podrido");
     assert_eq!(conj("pudrir").participle, "podrido");
+}
+
+#[test]
+fn perquirir_diphthongizes_its_last_i_not_an_earlier_e() {
+    assert_eq!(form("perquirir", PresentIndicative, Yo), "perquiero");
+    assert_eq!(form("perquirir", PresentSubjunctive, Ellos), "perquieran");
+    assert_eq!(
+        form("perquirir", PresentSubjunctive, Nosotros),
+        "perquiramos"
+    );
+    assert_eq!(form("perquirir", PreteriteIndicative, El), "perquirió");
+    assert_eq!(form("adquirir", PresentIndicative, Tu), "adquieres");
+    assert_eq!(form("divertir", PresentIndicative, Yo), "divierto");
+}
+
+#[test]
+fn scer_verbs_keep_their_sc_before_a_and_o() {
+    assert_eq!(form("evanescer", PresentIndicative, Yo), "evanesco");
+    assert_eq!(
+        form("fosforescer", PresentSubjunctive, Nosotros),
+        "fosforescamos"
+    );
+    assert_eq!(form("evanescer", PresentIndicative, El), "evanesce");
+    assert_eq!(form("crecer", PresentIndicative, Yo), "crezco");
+    assert_eq!(form("esparcir", PresentIndicative, Yo), "esparzo");
+}
+
+#[test]
+fn raer_takes_the_g_of_caer_in_the_present() {
+    assert_eq!(form("raer", PresentIndicative, Yo), "raigo");
+    assert_eq!(form("raer", PresentIndicative, Tu), "raes");
+    assert_eq!(form("raer", PresentSubjunctive, Vosotros), "raigáis");
+    assert_eq!(form("raer", PreteriteIndicative, Ellos), "rayeron");
+    assert_eq!(form("traer", PresentIndicative, Yo), "traigo");
+    assert_eq!(form("abstraer", PreteriteIndicative, Yo), "abstraje");
+}
+
+#[test]
+fn podrir_compounds_are_conjugated_on_pudr_too() {
+    let c = conj("repodrir");
+    assert_eq!(c.form(PresentIndicative, Yo), "repudro");
+    assert_eq!(c.form(PreteriteIndicative, El), "repudrió");
+    assert_eq!(c.participle, "repodrido");
+    assert_eq!(conj("repudrir").participle, "repodrido");
+}
+
+#[test]
+fn trasver_is_a_compound_of_ver() {
+    assert_eq!(form("trasver", PresentIndicative, Yo), "trasveo");
+    assert_eq!(form("trasver", PresentIndicative, El), "trasvé");
+    assert_eq!(form("trasver", PreteriteIndicative, El), "trasvió");
+    assert_eq!(form("trasver", ImperfectIndicative, Yo), "trasveía");
+    assert_eq!(conj("trasver").participle, "trasvisto");
+}
+
+#[test]
+fn trofiar_verbs_and_pifiar_keep_the_i_unstressed() {
+    assert_eq!(form("atrofiar", PresentIndicative, Yo), "atrofio");
+    assert_eq!(
+        form("hipertrofiar", PresentSubjunctive, Ellos),
+        "hipertrofien"
+    );
+    assert_eq!(form("pifiar", PresentIndicative, El), "pifia");
+    assert_eq!(form("engarfiar", PresentIndicative, Yo), "engarfío");
+}
+
+#[test]
+fn unknown_orcer_tender_and_cender_verbs_diphthongize() {
+    assert_eq!(form("estorcer", PresentIndicative, Yo), "estuerzo");
+    assert_eq!(
+        form("malentender", PresentIndicative, Ellos),
+        "malentienden"
+    );
+    assert_eq!(form("transcender", PresentSubjunctive, Yo), "transcienda");
+    assert_eq!(form("pretender", PresentIndicative, Yo), "pretendo");
+}
+
+#[test]
+fn verbs_that_only_look_prefixed_keep_a_regular_stem() {
+    // en-jugar, de-rogar, dis-pensar… are not compounds of the stem-changing verbs.
+    assert_eq!(form("enjugar", PresentIndicative, Yo), "enjugo");
+    assert_eq!(form("derogar", PresentSubjunctive, El), "derogue");
+    assert_eq!(form("subrogar", PresentIndicative, El), "subroga");
+    assert_eq!(form("dispensar", PresentIndicative, Yo), "dispenso");
+    assert_eq!(form("destronar", PresentIndicative, Ellos), "destronan");
+    assert_eq!(form("encolar", PresentSubjunctive, Yo), "encole");
+    // hendir diphthongizes like discernir, without the e>i of sentir.
+    assert_eq!(form("hendir", PresentIndicative, Yo), "hiendo");
+    assert_eq!(form("hendir", PreteriteIndicative, El), "hendió");
 }
