@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 
 use refbackend::app::App;
 use refbackend::auth::admin;
+use refbackend::capacity::{self, forecast, inputs};
 use refbackend::config::Config;
 use refbackend::db::{self, pool};
 use refbackend::{seed, server, telemetry};
@@ -42,6 +43,13 @@ enum Command {
         #[command(subcommand)]
         action: PartitionsAction,
     },
+    /// Capacity planning: `snapshot` reads what the database holds now;
+    /// `forecast` turns users, growth and measured throughput into instances,
+    /// database nodes, storage and cost per month (docs/operations.md).
+    Capacity {
+        #[command(subcommand)]
+        action: CapacityAction,
+    },
     /// Create an admin account, or promote an existing account to admin.
     /// The password of a new account is read from ADMIN_PASSWORD, else from the
     /// first line of standard input.
@@ -65,8 +73,27 @@ enum PartitionsAction {
     },
 }
 
+#[derive(Subcommand)]
+enum CapacityAction {
+    /// Users, active today, exercises, attempts, questions, votes, and the size
+    /// of the database and of each table, from the primary.
+    Snapshot {
+        #[arg(long, value_enum, default_value_t = inputs::Format::Table)]
+        format: inputs::Format,
+    },
+    /// A month-by-month plan; needs no database.
+    Forecast(Box<inputs::ForecastArgs>),
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // A forecast is arithmetic on its options and files: no settings needed.
+    if let Command::Capacity {
+        action: CapacityAction::Forecast(args),
+    } = &cli.command
+    {
+        return forecast_command(args);
+    }
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -114,6 +141,19 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{message}");
             Ok(())
         }
+        Command::Capacity {
+            action: CapacityAction::Forecast(args),
+        } => forecast_command(&args),
+        Command::Capacity {
+            action: CapacityAction::Snapshot { format },
+        } => {
+            let pool = admin_pool(&config)?;
+            let snapshot = capacity::snapshot::take(&pool).await;
+            pool.close().await;
+            let snapshot = snapshot.context("taking a snapshot")?;
+            print!("{}", capacity::render_snapshot(&snapshot, format)?);
+            Ok(())
+        }
         Command::Partitions { action } => {
             let pool = admin_pool(&config)?;
             let result = partitions_command(&pool, action).await;
@@ -133,6 +173,28 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn forecast_command(args: &inputs::ForecastArgs) -> anyhow::Result<()> {
+    // Unreadable files and nonsense options are usage errors (exit 2), with
+    // every problem named at once.
+    let inputs = match args.inputs() {
+        Ok(inputs) => inputs,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    };
+    let problems = inputs.problems();
+    if !problems.is_empty() {
+        for problem in &problems {
+            eprintln!("error: {problem}");
+        }
+        std::process::exit(2);
+    }
+    let plan = forecast::forecast(&inputs);
+    print!("{}", capacity::render_forecast(&plan, args.format)?);
+    Ok(())
 }
 
 async fn partitions_command(pool: &sqlx::PgPool, action: PartitionsAction) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -11,12 +12,15 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::store;
 use crate::auth::{AuthUser, Role};
+use crate::capacity::snapshot::{self, Snapshot};
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath};
+use crate::http::practice::private_json;
 use crate::http::users::UserProfile;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(stats))
         .routes(routes!(deactivate_user))
         .routes(routes!(activate_user))
         .routes(routes!(set_user_role))
@@ -25,6 +29,28 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RoleChange {
     pub role: Role,
+}
+
+/// Service statistics: users, active today, exercises, attempts, questions,
+/// votes, answers, and the size of the database and of each table. The same
+/// figures as `refbackend capacity snapshot`, read from a replica (they may be
+/// seconds old) with bounded queries: counts come from aggregates, never from
+/// a scan of the attempt or vote history.
+#[utoipa::path(get, path = "/admin/stats", tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The statistics", body = Snapshot),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn stats(State(state): State<AppState>, caller: AuthUser) -> AppResult<Response> {
+    caller.require(&[Role::Admin])?;
+    let snapshot = state
+        .db
+        .read(|pool| async move { snapshot::take(&pool).await })
+        .await?;
+    private_json(&snapshot)
 }
 
 /// Admins cannot deactivate or demote themselves: it would be the easiest way

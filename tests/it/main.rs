@@ -14,6 +14,7 @@ mod auth;
 mod backup;
 mod balancer;
 mod cache;
+mod capacity;
 mod chaos;
 mod cities;
 mod exercises;
