@@ -328,3 +328,73 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
     }
     nginx.stop().await;
 }
+
+#[tokio::test]
+async fn nginx_forwards_the_request_id_and_answers_its_own_refusals_with_problem_documents() {
+    let db = services().create_database().await;
+    let port = free_port();
+    // The app's own login quota is out of the way: every 429 here is nginx's.
+    let settings = [
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+        ("RATE_LIMIT_LOGIN_IP", "100000/1m"),
+        ("RATE_LIMIT_LOGIN_ACCOUNT", "100000/1m"),
+    ];
+    let instance = BinaryServer::start(&db, port, &settings).await;
+    let nginx = Nginx::start(&[port]).await;
+    let client = reqwest::Client::builder()
+        .no_gzip()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+
+    // The client's request id reaches the instance and comes back.
+    let echoed = client
+        .get(nginx.url("/health"))
+        .header("x-request-id", "trace-me-123")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(echoed.headers()["x-request-id"], "trace-me-123");
+
+    // A sign-in flood from one address meets the edge brake (10 r/s, burst 20).
+    let mut statuses = Vec::new();
+    let mut refusal = None;
+    for _ in 0..40 {
+        let r = client
+            .post(nginx.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({"email": "nobody@example.com", "password": "wrong password"}))
+            .send()
+            .await
+            .expect("sent");
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 && refusal.is_none() {
+            let headers = r.headers().clone();
+            refusal = Some((headers, r.text().await.expect("body")));
+        }
+    }
+    assert!(
+        statuses.contains(&401),
+        "the first ones reach the app: {statuses:?}"
+    );
+    let (headers, body) = refusal.expect("nginx refused part of the flood");
+    assert_eq!(headers["content-type"], "application/problem+json");
+    assert!(headers.contains_key("retry-after"));
+    let problem: serde_json::Value = serde_json::from_str(&body).expect("problem JSON");
+    assert_eq!(problem["status"], 429);
+
+    // With no instance left, nginx's 503 is a problem document too.
+    drop(instance);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let down = client
+        .get(nginx.url("/api/v1/cities"))
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(down.status(), 503);
+    assert_eq!(down.headers()["content-type"], "application/problem+json");
+    assert!(down.headers().contains_key("retry-after"));
+    let problem: serde_json::Value = down.json().await.expect("problem JSON");
+    assert_eq!(problem["status"], 503);
+    nginx.stop().await;
+}
