@@ -14,7 +14,9 @@ RUNS=${RUNS:-3}
 CONNS=${CONNS:-64}
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+# shellcheck source=../scripts/lib/ensure-packages.sh
+source scripts/lib/ensure-packages.sh
+ensure_packages wrk postgresql postgresql-contrib redis-server curl
 cargo build --release --locked --bin refbackend --examples --quiet
 BIN=$TARGET/release/refbackend
 
@@ -104,6 +106,28 @@ for i in $(seq 1 60); do
 done
 bench "refbackend GET /api/v1/cities/1/questions?sort=top (uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions?sort=top" "$CONNS"; API_Q_MISS=$LAST_RPS
 WRK_VOTE_TOKEN=$TOKEN bench "refbackend PUT /api/v1/questions/{id}/vote (one question, one voter)" "http://127.0.0.1:$API_PORT/api/v1/questions/$QUESTION/vote" "$CONNS"; API_VOTES=$LAST_RPS
+
+# Writes spread like real traffic: 64 learners/residents, 200 exercises, the 60
+# questions. Each attempt is one transaction (attempt row, review card,
+# progress and skill aggregates) plus a consistency token and a leaderboard
+# update in Redis; each vote flips one (voter, question) pair.
+: >"$WORK/tokens"
+for i in $(seq 1 64); do
+    curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
+        -d "{\"email\":\"learner$i@example.com\",\"password\":\"benchmark password\",\"display_name\":\"Learner\"}" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' >>"$WORK/tokens"
+done
+"$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At -F ' ' \
+    -c "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 200" >"$WORK/attempts"
+"$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At \
+    -c "SELECT id FROM questions WHERE city_id = 1" >"$WORK/questions"
+WRK_TOKENS=$WORK/tokens WRK_ATTEMPTS=$WORK/attempts bench "refbackend POST /api/v1/exercises/{id}/attempts (64 learners, 200 exercises)" \
+    "http://127.0.0.1:$API_PORT" "$CONNS"; API_ATTEMPTS=$LAST_RPS
+WRK_TOKENS=$WORK/tokens WRK_QUESTIONS=$WORK/questions bench "refbackend PUT /api/v1/questions/{id}/vote (64 voters, 60 questions)" \
+    "http://127.0.0.1:$API_PORT" "$CONNS"; API_VOTES_SPREAD=$LAST_RPS
+# Progress right after those attempts: per-user, uncacheable, two queries.
+WRK_TOKENS=$WORK/tokens bench "refbackend GET /api/v1/users/me/progress (64 learners)" \
+    "http://127.0.0.1:$API_PORT/api/v1/users/me/progress" "$CONNS"
 stop
 
 # L2: an L1 that expires after 1 ms, so (nearly) every request is a Redis hit.
@@ -130,7 +154,7 @@ WRK_BODY=$LOGIN taskset -c 1 wrk -t1 -c32 -d"${DURATION}s" -s benches/wrk/report
     "http://127.0.0.1:$API_PORT/api/v1/auth/login" >"$WORK/login.out" &
 FLOOD=$!
 sleep 1
-taskset -c 1 wrk -t1 -c8 -d"$((DURATION - 2))s" -s benches/wrk/report.lua "http://127.0.0.1:$API_PORT/health" >"$WORK/health.out"
+taskset -c 1 wrk -t1 -c8 -d"$((DURATION > 3 ? DURATION - 2 : 1))s" -s benches/wrk/report.lua "http://127.0.0.1:$API_PORT/health" >"$WORK/health.out"
 wait "$FLOOD"
 read -r lrps lp50 lp95 lp99 lnon lerr < <(awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}' "$WORK/login.out")
 read -r hrps hp50 hp95 hp99 hnon herr < <(awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}' "$WORK/health.out")
@@ -149,5 +173,6 @@ echo "  GET /api/v1/cities: L1 hit $(pct "$API_LIST_L1" "$BARE"), L2 hit $(pct "
 echo "  GET /api/v1/exercises: L1 hit $(pct "$API_EX_L1" "$BARE"), L2 hit $(pct "$API_EX_L2" "$BARE"), uncached $(pct "$API_EX_MISS" "$BARE") of bare axum"
 echo "  GET /api/v1/verbs/tener/conjugations (L1 hit) vs bare axum: $(pct "$API_CONJ" "$BARE")"
 echo "  GET /api/v1/cities/1/questions: L1 hit $(pct "$API_Q_L1" "$BARE"), L2 hit $(pct "$API_Q_L2" "$BARE"), uncached $(pct "$API_Q_MISS" "$BARE") of bare axum"
-echo "  votes: $API_VOTES/s on one question (row lock + cache invalidation per vote)"
+echo "  votes: $API_VOTES/s on one question (row lock + cache invalidation per vote), $API_VOTES_SPREAD/s spread over 64 voters and 60 questions"
+echo "  attempts: $API_ATTEMPTS/s spread over 64 learners"
 echo "RSS of refbackend: idle ${IDLE_RSS} MB, peak ${PEAK_RSS} MB"
