@@ -1139,16 +1139,155 @@ async fn a_blackholed_redis_stalls_no_request_beyond_its_command_timeout() {
     app.stop().await;
 }
 
+async fn cities_cache(app: &TestApp, layer: &str, result: &str) -> f64 {
+    app.metric(
+        "cache_requests_total",
+        &[
+            ("layer", layer),
+            ("namespace", "cities"),
+            ("result", result),
+        ],
+    )
+    .await
+}
+
+async fn city_invalidations(app: &TestApp, origin: &str) -> f64 {
+    app.metric(
+        "cache_invalidations_total",
+        &[("namespace", "cities"), ("origin", origin)],
+    )
+    .await
+}
+
+/// How many connections are subscribed to the instances' invalidation
+/// channel (`<prefix>cache:invalidate`; the prefix is the database's name).
+async fn invalidation_subscribers(redis_url: &str, app: &TestApp) -> i64 {
+    let channel = format!("{}:cache:invalidate", app.db.name);
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return 0;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async::<(String, i64)>(&mut conn)
+        .await
+        .map_or(0, |(_, n)| n)
+}
+
+/// Renames city 1 in the database while `b` holds it in L1 (30 s TTL), then
+/// invalidates the cities on `a`: `b` must serve the new name long before its
+/// L1 copy expires, because `a`'s invalidation reached it over pub/sub.
+async fn an_invalidation_on_a_reaches_b(a: &TestApp, b: &TestApp, name: &str) -> Duration {
+    let body = b.get("/api/v1/cities/1").await.text().await.expect("body");
+    assert!(!body.contains(name), "{body}");
+    sqlx::query("UPDATE cities SET name = $1 WHERE id = 1")
+        .bind(name)
+        .execute(a.state.db.write())
+        .await
+        .expect("rename");
+    let stale = b.get("/api/v1/cities/1").await.text().await.expect("body");
+    assert!(!stale.contains(name), "b serves its L1 copy until told");
+    let remote_before = city_invalidations(b, "remote").await;
+
+    a.state
+        .cache
+        .invalidate(refbackend::cache::Namespace::Cities)
+        .await;
+    let invalidated_at = Instant::now();
+    eventually(
+        &format!("b serving {name:?}"),
+        Duration::from_secs(5),
+        || async move {
+            let body = b.get("/api/v1/cities/1").await.text().await.expect("body");
+            body.contains(name)
+        },
+    )
+    .await;
+    let took = invalidated_at.elapsed();
+    assert!(
+        city_invalidations(b, "remote").await > remote_before,
+        "b dropped its copy because of a's message"
+    );
+    took
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_and_reads_survive_a_real_redis_restart() {
+async fn logins_reads_l2_hits_and_invalidations_survive_a_real_redis_restart() {
+    let test = "logins_reads_l2_hits_and_invalidations_survive_a_real_redis_restart";
     let redis = services().dedicated_redis();
-    let app = redis_builder().env("REDIS_URL", &redis.url()).start().await;
+    // Two instances on one database and one Redis, primary only (a lagging
+    // replica would make "b serves fresh data" a question of replication).
+    // `a` carries the load (cities drop out of its L1 every second, so it keeps
+    // going to Redis); `b` keeps the default 30 s L1 TTL of cities.
+    let a = redis_builder()
+        .without_replica()
+        .env("REDIS_URL", &redis.url())
+        .start()
+        .await;
+    let b = chaos_builder()
+        .without_replica()
+        .unseeded()
+        .env("REDIS_URL", &redis.url())
+        .start_on(a.db.clone())
+        .await;
+    let redis_url = redis.url();
+    let (url, first) = (redis_url.as_str(), &a);
+    eventually("both instances subscribed", NOTICE, || async move {
+        invalidation_subscribers(url, first).await == 2
+    })
+    .await;
+    let before = an_invalidation_on_a_reaches_b(&a, &b, "Before Restart City").await;
+
     redis_scenario(
-        "login_and_reads_survive_a_real_redis_restart",
-        &app,
+        test,
+        &a,
         || tokio::task::block_in_place(|| redis.kill()),
         || tokio::task::block_in_place(|| redis.start()),
     )
     .await;
-    app.stop().await;
+
+    // Both subscribers came back by themselves, and `b` dropped its L1 when
+    // it resubscribed (it may have missed messages).
+    eventually("both instances subscribed again", NOTICE, || async move {
+        invalidation_subscribers(url, first).await == 2
+    })
+    .await;
+    assert!(city_invalidations(&b, "resync").await >= 1.0);
+
+    // L2 is used again: the restarted Redis is empty, so a city `a` loads now
+    // is stored there, and `a` (once its 1 s L1 copy expires) and `b` (which
+    // never read it) both get it from Redis.
+    let (status, page) = a.get_json("/api/v1/cities?limit=3").await;
+    assert_eq!(status, 200, "{page}");
+    let city = page["items"][2]["id"].as_i64().expect("a third city");
+    let path = format!("/api/v1/cities/{city}");
+    let a_hits = cities_cache(&a, "l2", "hit").await;
+    let city_path = path.as_str();
+    eventually("L2 hits on a", NOTICE, || async move {
+        assert_eq!(first.get(city_path).await.status(), 200);
+        cities_cache(first, "l2", "hit").await > a_hits
+    })
+    .await;
+    let b_hits = cities_cache(&b, "l2", "hit").await;
+    assert_eq!(b.get(&path).await.status(), 200);
+    assert_eq!(
+        cities_cache(&b, "l2", "hit").await,
+        b_hits + 1.0,
+        "b got a's value from Redis"
+    );
+
+    // Cross-instance invalidation works again.
+    let after = an_invalidation_on_a_reaches_b(&a, &b, "After Restart City").await;
+    eprintln!(
+        "[chaos] {test}: invalidation a -> b took {before:?} before the restart, {after:?} after; \
+         l2 hits a {}, b {}; resyncs on b {}",
+        cities_cache(&a, "l2", "hit").await,
+        cities_cache(&b, "l2", "hit").await,
+        city_invalidations(&b, "resync").await,
+    );
+    b.stop().await;
+    a.stop().await;
 }
