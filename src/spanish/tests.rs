@@ -746,3 +746,12 @@ fn podrir_is_conjugated_on_pudr_with_the_participle_podrido() {
     assert_eq!(c.participle, "podrido");
     assert_eq!(conj("pudrir").participle, "podrido");
 }
+
+#[test]
+fn llir_drops_the_i_after_ll_and_prever_and_predecir_subjunctives_follow_their_bases() {
+    assert_eq!(form("bullir", PresentSubjunctive, Yo), "bulla");
+    assert_eq!(form("bullir", ImperfectSubjunctiveRa, Yo), "bullera");
+    assert_eq!(form("bullir", ImperfectSubjunctiveSe, Yo), "bullese");
+    assert_eq!(form("prever", PresentSubjunctive, Yo), "prevea");
+    assert_eq!(form("predecir", PresentSubjunctive, Yo), "prediga");
+}
