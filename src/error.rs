@@ -134,6 +134,13 @@ impl AppError {
                 "unavailable",
                 "The database is temporarily unavailable; retry shortly.".into(),
             ),
+            Self::Database(e) if is_busy(e) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "The database could not finish this in time (busy data or a slow statement); \
+                 retry shortly."
+                    .into(),
+            ),
             Self::Database(_) | Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -155,6 +162,19 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// Errors that mean "the database could not do it in time", where the same
+/// request may well succeed when retried: a lock wait or a statement that ran
+/// out of time (55P03 `lock_not_available`, 57014 `query_canceled`, which is
+/// how `statement_timeout` ends a statement), a deadlock victim (40P01), or a
+/// serialization failure (40001, also how a hot standby cancels a query that
+/// conflicts with replay). The connection is fine, so unlike
+/// [`is_unavailable`] these never take a replica out of rotation.
+pub fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| matches!(code.as_ref(), "55P03" | "57014" | "40P01" | "40001"))
 }
 
 /// Builds a problem response. Used by [`AppError`] and by the middleware that

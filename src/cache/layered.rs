@@ -42,7 +42,7 @@ use tokio::sync::watch;
 use super::redis::Redis;
 use super::{Namespace, Ttls};
 use crate::config::CacheConfig;
-use crate::error::{AppError, AppResult, is_unavailable};
+use crate::error::{AppError, AppResult, is_busy, is_unavailable};
 use crate::http::caching::{etag_of, if_none_match_hits};
 use crate::metrics::Metrics;
 
@@ -537,7 +537,7 @@ fn unshare(error: Arc<AppError>) -> AppError {
             AppError::BadRequest(d) => AppError::BadRequest(d.clone()),
             AppError::Unavailable(d) => AppError::Unavailable(d.clone()),
             AppError::Timeout => AppError::Timeout,
-            AppError::Database(e) if is_unavailable(e) => AppError::Unavailable(
+            AppError::Database(e) if is_unavailable(e) || is_busy(e) => AppError::Unavailable(
                 "The database is temporarily unavailable; retry shortly.".into(),
             ),
             other => AppError::Internal(anyhow::anyhow!("shared cache load failed: {other}")),

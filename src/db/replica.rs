@@ -6,6 +6,9 @@
 //! How far behind it is, in seconds, is bounded from above two ways, and the
 //! tighter bound is reported (see [`staleness`]): the age of the newest commit it
 //! has replayed, and the time since a check last saw it fully caught up.
+//!
+//! While the primary is unreachable nothing new can be written, so a replica is
+//! caught up once it has replayed all it can (see [`replayed_all_it_can`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +38,9 @@ pub struct Replica {
     /// When the primary position was sampled at the last check that found the
     /// replica fully caught up with it: its data is at least that fresh.
     caught_up_at: Mutex<Option<Instant>>,
+    /// The replay position seen by the last check, to tell whether replay has
+    /// stopped.
+    last_replay_lsn: Mutex<Option<String>>,
 }
 
 impl Replica {
@@ -48,6 +54,7 @@ impl Replica {
             in_rotation: AtomicBool::new(false),
             status: Mutex::new(ReplicaStatus::default()),
             caught_up_at: Mutex::new(None),
+            last_replay_lsn: Mutex::new(None),
         }
     }
 
@@ -105,7 +112,15 @@ impl Replica {
         sampled_at: Instant,
         timeout: Duration,
     ) -> ReplicaStatus {
-        let query = sqlx::query_as::<_, (bool, Option<bool>, Option<f64>, Option<i64>, bool)>(
+        type Row = (
+            bool,
+            Option<bool>,
+            Option<f64>,
+            Option<i64>,
+            bool,
+            Option<String>,
+        );
+        let query = sqlx::query_as::<_, Row>(
             r#"
             SELECT
                 pg_is_in_recovery(),
@@ -116,13 +131,35 @@ impl Replica {
                 -- Age of the newest replayed commit: the lag, when it is behind.
                 EXTRACT(EPOCH FROM (now() - pg_last_xact_replay_timestamp()))::float8,
                 pg_wal_lsn_diff(COALESCE($1::pg_lsn, pg_last_wal_receive_lsn()), pg_last_wal_replay_lsn())::int8,
-                CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END
+                CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+                pg_last_wal_replay_lsn()::text
             "#,
         )
         .bind(primary_lsn);
         match tokio::time::timeout(timeout, query.fetch_one(&self.probe)).await {
-            Ok(Ok((in_recovery, caught_up, since_replay, lag_bytes, replay_paused))) => {
-                let caught_up = caught_up.unwrap_or(false);
+            Ok(Ok((
+                in_recovery,
+                caught_up,
+                since_replay,
+                lag_bytes,
+                replay_paused,
+                replay_lsn,
+            ))) => {
+                let replay_idle = {
+                    let mut last = self
+                        .last_replay_lsn
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let idle = replay_lsn.is_some() && *last == replay_lsn;
+                    *last = replay_lsn;
+                    idle
+                };
+                let caught_up = match primary_lsn {
+                    Some(_) => caught_up.unwrap_or(false),
+                    None => {
+                        replayed_all_it_can(caught_up.unwrap_or(false), replay_idle, replay_paused)
+                    }
+                };
                 let since_caught_up = {
                     let mut last = self.caught_up_at.lock().unwrap_or_else(|e| e.into_inner());
                     if caught_up {
@@ -150,6 +187,19 @@ impl Replica {
             },
         }
     }
+}
+
+/// Whether a replica has replayed all it can while the primary is unreachable
+/// (so nothing new can be written): everything it received, or — its replay
+/// idle since the last check and not paused — every complete record it
+/// received. A primary that crashes can leave the start of a WAL record on
+/// the replica that will never be completed, so "received > replayed" stays
+/// true for the whole outage; counting that as lag would take the replica out
+/// of the rotation after the lag bound and fail every read until the primary
+/// is back. (A replay stalled by a recovery conflict also looks idle: reads
+/// may then be as stale as `max_standby_streaming_delay`, which beats failing.)
+pub fn replayed_all_it_can(received_all_replayed: bool, replay_idle: bool, paused: bool) -> bool {
+    received_all_replayed || (replay_idle && !paused)
 }
 
 /// How stale a replica's data may be, in seconds: 0 when it has replayed
@@ -198,6 +248,17 @@ mod tests {
     fn a_replica_always_just_behind_a_busy_primary_is_as_stale_as_its_last_commit() {
         let lag = staleness(false, Some(0.02), Some(Duration::from_secs(30)));
         assert!((lag - 0.02).abs() < 1e-9, "{lag}");
+    }
+
+    #[test]
+    fn without_the_primary_an_idle_replay_has_replayed_all_it_can_unless_paused() {
+        // The tail of a record the crash cut off: received, never replayable.
+        assert!(replayed_all_it_can(false, true, false));
+        // Still replaying what it received: behind.
+        assert!(!replayed_all_it_can(false, false, false));
+        // Paused on purpose with WAL waiting: behind.
+        assert!(!replayed_all_it_can(false, true, true));
+        assert!(replayed_all_it_can(true, false, false));
     }
 
     #[test]

@@ -5,6 +5,11 @@
 //! accepted forms, no explanation (those come back with an attempt's verdict),
 //! and for the choice types (`mood_choice`, `trigger_category`) not even the
 //! tense or trigger of the right choice, nor the tags that name them.
+//!
+//! Filters act only on what a response shows: `tense` and `trigger` match the
+//! exercises that show them (never a choice type), and combined with a choice
+//! `type` they are a 422, since they would select exactly the items whose
+//! answer they name.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -32,6 +37,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The bank changes only when it is re-seeded (a deploy).
 const CACHE: &str = "public, max-age=300, stale-while-revalidate=60";
 
+/// Part of every cache key of this module. Bump it when what a key maps to
+/// changes (the representation, the filters' meaning, the seeded bank), so a
+/// new version never serves what an older one left in Redis (the bank is
+/// re-seeded without invalidating the cache). v2: filters act only on what
+/// is shown; choice difficulties and distractors no longer depend on the
+/// answer.
+const KEY_VERSION: &str = "v2";
+
 /// Filters for `GET /exercises`; all optional, combined with AND.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -42,12 +55,15 @@ pub struct ExerciseQuery {
     #[param(rename = "type", value_type = Option<String>,
         pattern = "^(conjugation|mood_choice|trigger_category|sequence_of_tenses)$")]
     pub kind: Option<String>,
-    /// A tense key, e.g. `present_subjunctive`.
+    /// A tense key, e.g. `present_subjunctive`. Matches only exercises that
+    /// show their tense: for the choice types the tense is the answer, so it is
+    /// a 422 with `type=mood_choice` or `type=trigger_category`.
     #[param(value_type = Option<String>,
         pattern = "^(present_indicative|preterite_indicative|imperfect_indicative|present_subjunctive|imperfect_subjunctive_ra|imperfect_subjunctive_se|present_perfect_subjunctive|pluperfect_subjunctive_ra|pluperfect_subjunctive)$")]
     pub tense: Option<String>,
     /// A trigger category: `wish`, `emotion`, `impersonal`, `recommendation`,
-    /// `doubt_denial`, `ojala`, `adverbial_conjunction`.
+    /// `doubt_denial`, `ojala`, `adverbial_conjunction`. Matches only exercises
+    /// that show their trigger (not the choice types: a 422 with one of them).
     #[param(value_type = Option<String>,
         pattern = "^(wish|emotion|impersonal|recommendation|doubt_denial|ojala|adverbial_conjunction)$")]
     pub trigger: Option<String>,
@@ -123,6 +139,27 @@ impl ExerciseQuery {
                 )),
             }
         }
+        // A choice exercise hides its tense and trigger because they give the
+        // answer away; a filter on them would select exactly the items whose
+        // answer it names.
+        if let Some(kind) = filters.kind.filter(|k| !k.is_free_text()) {
+            for (field, given) in [
+                ("tense", filters.tense.is_some()),
+                ("trigger", filters.trigger.is_some()),
+            ] {
+                if given {
+                    errors.push(FieldError::new(
+                        field,
+                        format!(
+                            "cannot be combined with type={}: a {} exercise does not show its \
+                             {field}, which would give the answer away",
+                            kind.key(),
+                            kind.key()
+                        ),
+                    ));
+                }
+            }
+        }
         if errors.is_empty() {
             Ok(filters)
         } else {
@@ -131,11 +168,21 @@ impl ExerciseQuery {
     }
 }
 
+/// The keys of the exercise types that show their tense and trigger (the
+/// free-text ones); only they can match a `tense` or `trigger` filter.
+fn types_showing_tense_and_trigger() -> Vec<&'static str> {
+    ExerciseType::ALL
+        .into_iter()
+        .filter(|k| k.is_free_text())
+        .map(ExerciseType::key)
+        .collect()
+}
+
 impl Filters {
     /// A canonical cache key: the same filters always give the same key.
     fn cache_key(&self, limit: i64, cursor: Option<&str>) -> String {
         format!(
-            "list:{}:{}:{}:{}:{}:{limit}:{}",
+            "{KEY_VERSION}:list:{}:{}:{}:{}:{}:{limit}:{}",
             self.kind.map_or("", ExerciseType::key),
             self.tense.map_or("", Tense::key),
             self.trigger.map_or("", TriggerCategory::key),
@@ -164,7 +211,8 @@ pub struct ExerciseView {
     pub person: String,
     /// The tense asked for; null for the choice types (it would reveal the answer).
     pub tense: Option<String>,
-    /// What triggers the subjunctive; null for the choice types.
+    /// What triggers the subjunctive; null for the choice types (and for
+    /// exercises without a trigger).
     pub trigger: Option<String>,
     /// 1 (easiest) to 5.
     pub difficulty: i16,
@@ -203,8 +251,8 @@ const COLUMNS: &str = "id, slug, kind, prompt, instructions, infinitive, person,
 
 impl From<ExerciseRow> for ExerciseView {
     fn from(row: ExerciseRow) -> Self {
-        let choice = ExerciseType::from_key(&row.kind)
-            .is_some_and(|k| matches!(k, ExerciseType::MoodChoice | ExerciseType::TriggerCategory));
+        // Unknown kinds are treated as choice types: show less, not more.
+        let choice = ExerciseType::from_key(&row.kind).is_none_or(|k| !k.is_free_text());
         let (tense, trigger, tags) = if choice {
             let tags = row
                 .tags
@@ -239,15 +287,17 @@ impl From<ExerciseRow> for ExerciseView {
 }
 
 /// Lists exercises by id, filtered by type, tense, trigger, difficulty and
-/// verb, with keyset pagination. Public and cacheable; served from the cache
-/// or a read replica.
+/// verb, with keyset pagination. Filters match only what the items show:
+/// `tense` and `trigger` never match a choice exercise (they would name its
+/// answer) and are a 422 combined with a choice `type`. Public and cacheable;
+/// served from the cache or a read replica.
 #[utoipa::path(get, path = "/exercises", tag = "exercises",
     params(ExerciseQuery),
     responses(
         (status = 200, description = "A page of exercises", body = ExercisePage),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Malformed or unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid filter, `limit` or `cursor`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid filter, `limit` or `cursor`, or `tense`/`trigger` combined with a choice `type`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_exercises(
@@ -298,6 +348,11 @@ async fn load_page(
             if let Some(kind) = filters.kind {
                 qb.push(" AND kind = ").push_bind(kind.key());
             }
+            if filters.tense.is_some() || filters.trigger.is_some() {
+                qb.push(" AND kind = ANY(")
+                    .push_bind(types_showing_tense_and_trigger())
+                    .push(")");
+            }
             if let Some(tense) = filters.tense {
                 qb.push(" AND tense = ").push_bind(tense.key());
             }
@@ -341,11 +396,14 @@ pub async fn get_exercise(
 ) -> AppResult<Response> {
     let cached = state
         .cache
-        .get_or_load(Namespace::Exercises, &format!("id:{id}"), || async {
-            let row = state
-                .db
-                .read(|pool| async move {
-                    sqlx::query_as::<_, ExerciseRow>(
+        .get_or_load(
+            Namespace::Exercises,
+            &format!("{KEY_VERSION}:id:{id}"),
+            || async {
+                let row = state
+                    .db
+                    .read(|pool| async move {
+                        sqlx::query_as::<_, ExerciseRow>(
                         "SELECT id, slug, kind, prompt, instructions, infinitive, person, tense,
                                 trigger, difficulty, tags, choices
                            FROM exercises
@@ -354,11 +412,12 @@ pub async fn get_exercise(
                     .bind(id)
                     .fetch_optional(&pool)
                     .await
-                })
-                .await?
-                .ok_or_else(|| AppError::NotFound(format!("No exercise with id {id}")))?;
-            Ok(ExerciseView::from(row))
-        })
+                    })
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(format!("No exercise with id {id}")))?;
+                Ok(ExerciseView::from(row))
+            },
+        )
         .await?;
     Ok(cached.respond(&headers, CACHE))
 }

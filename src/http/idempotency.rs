@@ -7,7 +7,8 @@
 //! - the same key with a different request is a 422;
 //! - a concurrent duplicate waits on the key's row lock until the first request
 //!   finishes, then replays its response; if it waited longer than
-//!   [`IN_FLIGHT_WAIT`] it gets a 409 — never a second write.
+//!   [`IN_FLIGHT_WAIT`] it gets a 409 — never a second write. That bound holds
+//!   for the key claim only, not for the write it guards.
 //!
 //! Failed requests store nothing (their transaction rolled back), so a client
 //! may retry them with the same key. Keys are kept 24 hours.
@@ -167,14 +168,32 @@ where
 }
 
 /// Takes the key for this transaction, or returns the response to replay.
+///
+/// Only the claim's wait is bounded by [`IN_FLIGHT_WAIT`]: the lock timeout is
+/// set for the claim's statement and put back right after it, so the guarded
+/// write itself may wait on a busy row as long as any other write (its
+/// statement timeout), instead of failing with `lock_not_available`.
 async fn claim(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Option<Response>> {
     // Waiting on a duplicate's row lock is bounded; see the 409 below.
     sqlx::query("SELECT set_config('lock_timeout', $1, true)")
         .bind(IN_FLIGHT_WAIT)
         .execute(&mut *tx)
         .await?;
-    // Inserts the key, or re-takes one that expired. No row back means a
-    // live key exists (committed: the INSERT waited for its transaction).
+    if !insert_key(tx, guard).await? {
+        // A replay: the transaction ends without writing anything.
+        return replay(tx, guard).await.map(Some);
+    }
+    // Back to the session's own setting (the server's, the database's or the
+    // role's: the pools never SET it per session) for the guarded write.
+    sqlx::query("SET LOCAL lock_timeout TO DEFAULT")
+        .execute(&mut *tx)
+        .await?;
+    Ok(None)
+}
+
+/// Inserts the key, or re-takes one that expired: true when claimed. False
+/// means a live key exists (committed: the INSERT waited for its transaction).
+async fn insert_key(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<bool> {
     let claimed = sqlx::query_scalar::<_, bool>(
         "INSERT INTO idempotency_keys (user_id, key, request_hash)
          VALUES ($1, $2, $3)
@@ -192,9 +211,12 @@ async fn claim(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Option<Res
     .await
     .map_err(in_flight_conflict)?
     .is_some();
-    if claimed {
-        return Ok(None);
-    }
+    Ok(claimed)
+}
+
+/// The stored response for a key that was already used (a 422 if it was used
+/// for a different request).
+async fn replay(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Response> {
     let stored = sqlx::query_as::<_, (Vec<u8>, Option<i16>, Option<Vec<u8>>)>(
         "SELECT request_hash, status, body FROM idempotency_keys
           WHERE user_id = $1 AND key = $2",
@@ -219,7 +241,7 @@ async fn claim(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Option<Res
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
-    Ok(Some(json_response(status, Bytes::from(body), true)))
+    Ok(json_response(status, Bytes::from(body), true))
 }
 
 /// `lock_timeout` (55P03) while waiting for a duplicate: it is still running.

@@ -403,12 +403,7 @@ impl<'a> Item<'a> {
         let slug = base.slug.clone();
         let rank =
             |c: &TriggerCategory, salt: &str| fnv1a(format!("{slug}{salt}{}", c.key()).as_bytes());
-        let mut distractors: Vec<TriggerCategory> = TriggerCategory::ALL
-            .into_iter()
-            .filter(|&c| c != category && !confusable(category, c))
-            .collect();
-        distractors.sort_by_key(|c| rank(c, "#"));
-        distractors.truncate(3);
+        let mut distractors = distractors(category, |c| rank(c, "#"));
         distractors.push(category);
         distractors.sort_by_key(|c| rank(c, "@"));
         let marked = self.sentence.replacen("___", &format!("[{form}]"), 1);
@@ -425,7 +420,7 @@ impl<'a> Item<'a> {
                 category.label(),
                 tense_label(self.tense())
             ),
-            difficulty: trigger_difficulty(category, self.frame.tense),
+            difficulty: trigger_difficulty(self.frame.tense),
             ..base
         }
     }
@@ -577,16 +572,12 @@ impl<'a> Item<'a> {
         let score = match kind {
             ExerciseType::Conjugation => 1 + class + tense,
             ExerciseType::SequenceOfTenses => 2 + class + tense,
-            ExerciseType::MoodChoice => {
-                let contrast = match self.frame.context {
-                    Context::Indicative => 1,
-                    Context::Trigger(
-                        TriggerCategory::DoubtDenial | TriggerCategory::AdverbialConjunction,
-                    ) => 1,
-                    Context::Trigger(_) => 0,
-                };
-                1 + tense + contrast + u8::from(class == 2)
-            }
+            // Only what the learner sees, whichever mood is right: the time
+            // of the two forms offered (the same for both) and whether the
+            // verb is irregular (its class tags are shown). Every mood choice
+            // is a contrast, hence the 2. Grading indicative contexts harder
+            // would tell which items have an indicative answer.
+            ExerciseType::MoodChoice => 2 + tense + u8::from(class == 2),
             ExerciseType::TriggerCategory => 1,
         };
         score.clamp(1, 5)
@@ -633,15 +624,44 @@ fn confusable(a: TriggerCategory, b: TriggerCategory) -> bool {
         || pair(Impersonal, DoubtDenial)
 }
 
-fn trigger_difficulty(category: TriggerCategory, tense: FrameTense) -> u8 {
-    let base: u8 = match category {
-        TriggerCategory::Ojala | TriggerCategory::Wish => 1,
-        TriggerCategory::Emotion | TriggerCategory::Recommendation => 2,
-        TriggerCategory::Impersonal => 2,
-        TriggerCategory::DoubtDenial | TriggerCategory::AdverbialConjunction => 3,
-    };
-    (base
-        + u8::from(tense.is_past())
+/// Three distractors for `answer`, the first by `rank` among the sets in
+/// which no two categories (the answer included) are confusable. Distractors
+/// are never confusable with the answer, so if two of them could be confusable
+/// with each other, a learner could rule out both and narrow the choice
+/// without reading the sentence.
+fn distractors(
+    answer: TriggerCategory,
+    rank: impl Fn(&TriggerCategory) -> u64,
+) -> Vec<TriggerCategory> {
+    let fits = |c: TriggerCategory| c != answer && !confusable(answer, c);
+    let candidates: Vec<TriggerCategory> = TriggerCategory::ALL
+        .into_iter()
+        .filter(|&c| fits(c))
+        .collect();
+    let mut best: Option<(u64, Vec<TriggerCategory>)> = None;
+    for (i, &a) in candidates.iter().enumerate() {
+        for (j, &b) in candidates.iter().enumerate().skip(i + 1) {
+            for &c in candidates.iter().skip(j + 1) {
+                if confusable(a, b) || confusable(a, c) || confusable(b, c) {
+                    continue;
+                }
+                let score = rank(&a).wrapping_add(rank(&b)).wrapping_add(rank(&c));
+                if best.as_ref().is_none_or(|(s, _)| score < *s) {
+                    best = Some((score, vec![a, b, c]));
+                }
+            }
+        }
+    }
+    // Every category has such a set (checked by the tests); the fallback
+    // only keeps the function total.
+    best.map_or_else(|| candidates.into_iter().take(3).collect(), |(_, set)| set)
+}
+
+/// The difficulty of naming a trigger: from the time of the (shown)
+/// subjunctive form only. Grading the categories themselves (wish easy, doubt
+/// hard) would make the shown difficulty name the answer.
+fn trigger_difficulty(tense: FrameTense) -> u8 {
+    (2 + u8::from(tense.is_past())
         + u8::from(matches!(
             tense,
             FrameTense::PresentPerfectSubjunctive | FrameTense::PluperfectSubjunctive
@@ -822,6 +842,96 @@ mod tests {
         assert_eq!(levels.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
         for (&level, &n) in &levels {
             assert!(n >= 50, "level {level}: {n}");
+        }
+    }
+
+    /// What a learner can tell about the time of a choice exercise's forms
+    /// without knowing the answer: both options of a mood choice share it, and
+    /// a trigger question shows its (subjunctive) form.
+    fn visible_time(tense: Tense) -> u8 {
+        match tense {
+            Tense::PresentSubjunctive | Tense::PresentIndicative => 0,
+            Tense::PluperfectSubjunctive => 2,
+            _ => 1,
+        }
+    }
+
+    /// Difficulty is shown with every exercise and is a filter, so for the
+    /// choice types it must not depend on which choice is right: a function of
+    /// what the learner sees (the verb's class tags, the time of the forms
+    /// offered). It used to add a point for indicative contexts (mood choice)
+    /// and grade trigger categories (wish 1 … doubt 3), which singled out the
+    /// answer of many items.
+    #[test]
+    fn a_choice_exercises_difficulty_does_not_depend_on_its_answer() {
+        // (type, irregular verb, time of the forms) -> (difficulties, answers)
+        type Seen<'a> = (BTreeSet<u8>, BTreeSet<&'a str>);
+        let mut by_visible: BTreeMap<(&str, bool, u8), Seen> = BTreeMap::new();
+        for e in BANK.iter().filter(|e| !e.kind.is_free_text()) {
+            let irregular = e.tags.iter().any(|t| t == "class:irregular");
+            let time = visible_time(e.tense);
+            let (levels, answers) = by_visible
+                .entry((e.kind.key(), irregular, time))
+                .or_default();
+            levels.insert(e.difficulty);
+            let answer_class = match e.kind {
+                ExerciseType::MoodChoice if e.tense.is_subjunctive() => "subjunctive",
+                ExerciseType::MoodChoice => "indicative",
+                _ => e.answer.as_str(),
+            };
+            answers.insert(answer_class);
+        }
+        let mut mixed = 0;
+        for (visible, (levels, answers)) in &by_visible {
+            assert_eq!(
+                levels.len(),
+                1,
+                "{visible:?}: difficulties {levels:?} for answers {answers:?}"
+            );
+            if answers.len() > 1 {
+                mixed += 1;
+            }
+        }
+        assert!(mixed >= 4, "the check is not vacuous: {by_visible:?}");
+    }
+
+    /// Two confusable categories are never offered together: distractors are
+    /// not confusable with the answer, so if they could be confusable with each
+    /// other, a learner could rule out both members of such a pair and narrow
+    /// the choice without reading the sentence.
+    #[test]
+    fn trigger_choices_never_offer_two_confusable_categories() {
+        for e in of_kind(ExerciseType::TriggerCategory) {
+            let offered: Vec<TriggerCategory> = e
+                .choices
+                .iter()
+                .filter_map(|c| TriggerCategory::from_key(c))
+                .collect();
+            for (i, a) in offered.iter().enumerate() {
+                for b in &offered[i + 1..] {
+                    assert!(
+                        !confusable(*a, *b),
+                        "{}: {} and {} offered together",
+                        e.slug,
+                        a.key(),
+                        b.key()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_category_has_three_distractors_none_confusable() {
+        for answer in TriggerCategory::ALL {
+            let set = distractors(answer, |c| fnv1a(c.key().as_bytes()));
+            assert_eq!(set.len(), 3, "{}", answer.key());
+            let offered: Vec<TriggerCategory> = set.iter().copied().chain([answer]).collect();
+            for (i, a) in offered.iter().enumerate() {
+                for b in &offered[i + 1..] {
+                    assert!(a != b && !confusable(*a, *b), "{} {}", a.key(), b.key());
+                }
+            }
         }
     }
 

@@ -757,6 +757,15 @@ fn podrir_is_conjugated_on_pudr_with_the_participle_podrido() {
 }
 
 #[test]
+fn llir_drops_the_i_after_ll_and_prever_and_predecir_subjunctives_follow_their_bases() {
+    assert_eq!(form("bullir", PresentSubjunctive, Yo), "bulla");
+    assert_eq!(form("bullir", ImperfectSubjunctiveRa, Yo), "bullera");
+    assert_eq!(form("bullir", ImperfectSubjunctiveSe, Yo), "bullese");
+    assert_eq!(form("prever", PresentSubjunctive, Yo), "prevea");
+    assert_eq!(form("predecir", PresentSubjunctive, Yo), "prediga");
+}
+
+#[test]
 fn perquirir_diphthongizes_its_last_i_not_an_earlier_e() {
     assert_eq!(form("perquirir", PresentIndicative, Yo), "perquiero");
     assert_eq!(form("perquirir", PresentSubjunctive, Ellos), "perquieran");

@@ -47,6 +47,11 @@ enum Call {
         email: String,
         password: String,
     },
+    /// An up-vote on a question (a write that hashes no password).
+    Vote {
+        token: String,
+        question: String,
+    },
 }
 
 impl Call {
@@ -57,6 +62,7 @@ impl Call {
             Call::Register => "register",
             Call::Login { password, .. } if password == PASSWORD => "login-ok",
             Call::Login { .. } => "login-wrong",
+            Call::Vote { .. } => "vote",
         }
     }
 }
@@ -209,6 +215,10 @@ async fn send(client: &reqwest::Client, base: &str, call: &Call) -> Outcome {
         Call::Login { email, password } => client
             .post(format!("{base}/api/v1/auth/login"))
             .json(&json!({"email": email, "password": password})),
+        Call::Vote { token, question } => client
+            .put(format!("{base}/api/v1/questions/{question}/vote"))
+            .bearer_auth(token)
+            .json(&json!({"value": 1})),
     };
     let started = Instant::now();
     let result = request.send().await;
@@ -594,10 +604,23 @@ impl RotationWatch {
 /// Waits until `n` registrations that started after `since` have answered
 /// with `status` (any status when None).
 async fn wait_for_writes(load: &Load, since: Instant, status: Option<u16>, n: usize, what: &str) {
+    wait_for_calls(load, "register", since, status, n, what).await;
+}
+
+/// Waits until `n` calls of `kind` that started after `since` have answered
+/// with `status` (any status when None).
+async fn wait_for_calls(
+    load: &Load,
+    kind: &str,
+    since: Instant,
+    status: Option<u16>,
+    n: usize,
+    what: &str,
+) {
     eventually(what, NOTICE * 2, || async move {
         load.snapshot()
             .iter()
-            .filter(|o| o.kind == "register" && o.started >= since)
+            .filter(|o| o.kind == kind && o.started >= since)
             .filter(|o| status.is_none() || o.status == status)
             .count()
             >= n
@@ -760,6 +783,216 @@ async fn writes_fail_fast_with_503_while_the_primary_is_blackholed() {
 }
 
 // ---------------------------------------------------------------------------
+// A killed primary process
+// ---------------------------------------------------------------------------
+
+/// How long a refused vote may take: the pool's acquire timeout (500 ms here)
+/// plus slack for a loaded 2-core box. A vote hashes no password, so this can
+/// be much tighter than [`FAIL_FAST`]; a hang would be the 30 s of a default
+/// acquire timeout.
+const VOTE_REFUSAL: Duration = Duration::from_secs(2);
+
+/// `n` voters, each with a question of their own (so votes do not queue on
+/// one row lock): one `Call::Vote` each. Users are inserted directly (no
+/// password hashing), questions posted through the API.
+async fn vote_calls(app: &TestApp, n: usize) -> Vec<Call> {
+    let mut calls = Vec::with_capacity(n);
+    for i in 0..n {
+        let user = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, display_name)
+             VALUES ($1, $2, 'not-a-hash', 'Chaos voter')",
+        )
+        .bind(user)
+        .bind(format!("{user}@example.com"))
+        .execute(app.state.db.write())
+        .await
+        .expect("voter");
+        let token = app
+            .state
+            .auth
+            .jwt
+            .issue(user, "member")
+            .expect("token")
+            .token;
+        let response = app
+            .client
+            .post(app.url("/api/v1/cities/1/questions"))
+            .bearer_auth(&token)
+            .json(
+                &json!({"body": format!("Chaos question number {i}: will the buses run on time?")}),
+            )
+            .send()
+            .await
+            .expect("ask");
+        assert_eq!(response.status(), 201);
+        let created: Value = response.json().await.expect("json");
+        let question = created["question"]["id"]
+            .as_str()
+            .expect("question id")
+            .to_owned();
+        calls.push(Call::Vote { token, question });
+    }
+    calls
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_get_503_while_the_primary_process_is_killed_and_resume_after_its_restart() {
+    let test = "writes_get_503_while_the_primary_process_is_killed_and_resume_after_its_restart";
+    // A primary and a replica of its own: the shared primary must stay up.
+    let primary = services().dedicated_primary().await;
+    let db = services().create_database_on(&primary).await;
+    let replica = services().dedicated_replica_of(&primary).await;
+    let db = TestDatabase {
+        replica_url: replica.url(&db.name),
+        ..db
+    };
+    let app = uncached_builder()
+        .env("DB_POOL_ACQUIRE_TIMEOUT", "500ms")
+        .env("RATE_LIMIT_VOTES_USER", "1000000/1h")
+        .start_on(db)
+        .await;
+    app.wait_for_ready("replica in rotation", NOTICE, |b| {
+        replica_in_rotation(b) == Some(true)
+    })
+    .await;
+    // Of the 12 workers, 2 vote (each on its own question), 10 read.
+    let votes = vote_calls(&app, 2).await;
+    let reads = read_calls(&app).await;
+    let calls = (0..WORKERS)
+        .map(|i| {
+            if i % 6 == 2 {
+                votes[i / 6].clone()
+            } else {
+                reads[i % reads.len()].clone()
+            }
+        })
+        .collect();
+    let load = Load::start(&app, WORKERS, calls);
+    let started = Instant::now();
+    wait_for_calls(
+        &load,
+        "vote",
+        started,
+        Some(200),
+        10,
+        "votes before the kill",
+    )
+    .await;
+    wait_for_replica_reads(&app, 50.0, "reads on the replica before the kill").await;
+
+    // A crash: no shutdown checkpoint, every connection dropped at once.
+    // `pg_ctl stop` returns once the server is gone: requests may fail from
+    // the moment it is called.
+    let rotation = RotationWatch::start(&app);
+    let kill_started = Instant::now();
+    tokio::task::block_in_place(|| primary.kill());
+    let killed_at = Instant::now();
+    app.wait_for_ready("primary reported down", NOTICE, |b| {
+        b["dependencies"]["primary"]["status"] == "down"
+    })
+    .await;
+    load.settle(kill_started, "requests caught by the kill")
+        .await;
+    let settled_at = Instant::now();
+    let replica_reads_settled = replica_reads(&app).await;
+    wait_for_calls(
+        &load,
+        "vote",
+        settled_at,
+        Some(503),
+        12,
+        "refused votes while the primary is dead",
+    )
+    .await;
+    load.run_for(200, "reads while the primary is dead").await;
+    // Longer than the replica lag bound (2 s) and a few checks: a replica
+    // wrongly judged to lag would have left the rotation by now. (A crash can
+    // leave the start of a WAL record on the replica that it can never replay.)
+    tokio::time::sleep_until(killed_at + Duration::from_millis(2_500)).await;
+    let replica_reads_during = replica_reads(&app).await - replica_reads_settled;
+    let (status, body) = app.get_json("/ready").await;
+    assert_eq!(status, 200, "reads still served, so degraded: {body}");
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["dependencies"]["primary"]["status"], "down", "{body}");
+    let unreplayable = body["dependencies"]["replicas"][0]["lag_bytes"].clone();
+    let left = rotation.stop().await;
+    assert!(
+        left.is_empty(),
+        "{test}: the replica left the rotation while the primary was down: {left:#?}"
+    );
+
+    // The same data directory, crash recovery, the same port: the app is not
+    // restarted and must find it again by itself.
+    tokio::task::block_in_place(|| primary.start());
+    let restarted_at = Instant::now();
+    wait_for_calls(
+        &load,
+        "vote",
+        restarted_at,
+        Some(200),
+        10,
+        "votes after the restart",
+    )
+    .await;
+    let outcomes = load.stop().await;
+    eprintln!("{}", summary(test, &outcomes));
+
+    // Reads never failed: the replica served them while the primary was dead.
+    let reads_during: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.kind != "vote" && o.started > settled_at && o.finished() < restarted_at)
+        .collect();
+    assert!(!reads_during.is_empty());
+    assert!(
+        replica_reads_during >= 200.0,
+        "{test}: the replica served {replica_reads_during} reads during the outage"
+    );
+    assert_none_failed(test, &except(&outcomes, "vote"));
+
+    let votes_of = |keep: &dyn Fn(&Outcome) -> bool| -> Vec<&Outcome> {
+        outcomes
+            .iter()
+            .filter(|o| o.kind == "vote" && keep(o))
+            .collect()
+    };
+    let before = votes_of(&|o| o.finished() < kill_started);
+    let during = votes_of(&|o| o.started > killed_at && o.finished() < restarted_at);
+    let after = votes_of(&|o| o.started > restarted_at);
+    assert!(unexpected(before.iter().copied()).is_empty(), "{before:#?}");
+    assert!(!during.is_empty());
+    for o in &during {
+        assert_clean_503(test, o);
+    }
+    // Every vote that failed, failed cleanly and fast (the ones caught in
+    // flight by the kill too: their connection was dropped, not silenced).
+    let refused = unexpected(outcomes.iter().filter(|o| o.kind == "vote"));
+    for o in &refused {
+        assert_clean_503(test, o);
+    }
+    let slowest = max_elapsed(refused.iter().copied());
+    // Writes started after the restart find the primary again: the pool
+    // replaces its dead connections on checkout.
+    let failed_after = unexpected(after.iter().copied());
+    eprintln!(
+        "[chaos] {test}: votes: {} before the kill (all 200), {} during the outage (all 503), \
+         {} refused in all (slowest {slowest:?}), {} after the restart ({} not 200); \
+         reads: {} in all, 0 failed, {} while the primary was down, {replica_reads_during} \
+         served by the replica meanwhile (received but unreplayable: {unreplayable} bytes)",
+        before.len(),
+        during.len(),
+        refused.len(),
+        after.len(),
+        failed_after.len(),
+        outcomes.iter().filter(|o| o.kind != "vote").count(),
+        reads_during.len(),
+    );
+    assert!(failed_after.is_empty(), "{test}: {failed_after:#?}");
+    assert!(slowest < VOTE_REFUSAL, "{test}: a refusal took {slowest:?}");
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------
 // Redis failures
 // ---------------------------------------------------------------------------
 
@@ -906,16 +1139,155 @@ async fn a_blackholed_redis_stalls_no_request_beyond_its_command_timeout() {
     app.stop().await;
 }
 
+async fn cities_cache(app: &TestApp, layer: &str, result: &str) -> f64 {
+    app.metric(
+        "cache_requests_total",
+        &[
+            ("layer", layer),
+            ("namespace", "cities"),
+            ("result", result),
+        ],
+    )
+    .await
+}
+
+async fn city_invalidations(app: &TestApp, origin: &str) -> f64 {
+    app.metric(
+        "cache_invalidations_total",
+        &[("namespace", "cities"), ("origin", origin)],
+    )
+    .await
+}
+
+/// How many connections are subscribed to the instances' invalidation
+/// channel (`<prefix>cache:invalidate`; the prefix is the database's name).
+async fn invalidation_subscribers(redis_url: &str, app: &TestApp) -> i64 {
+    let channel = format!("{}:cache:invalidate", app.db.name);
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return 0;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async::<(String, i64)>(&mut conn)
+        .await
+        .map_or(0, |(_, n)| n)
+}
+
+/// Renames city 1 in the database while `b` holds it in L1 (30 s TTL), then
+/// invalidates the cities on `a`: `b` must serve the new name long before its
+/// L1 copy expires, because `a`'s invalidation reached it over pub/sub.
+async fn an_invalidation_on_a_reaches_b(a: &TestApp, b: &TestApp, name: &str) -> Duration {
+    let body = b.get("/api/v1/cities/1").await.text().await.expect("body");
+    assert!(!body.contains(name), "{body}");
+    sqlx::query("UPDATE cities SET name = $1 WHERE id = 1")
+        .bind(name)
+        .execute(a.state.db.write())
+        .await
+        .expect("rename");
+    let stale = b.get("/api/v1/cities/1").await.text().await.expect("body");
+    assert!(!stale.contains(name), "b serves its L1 copy until told");
+    let remote_before = city_invalidations(b, "remote").await;
+
+    a.state
+        .cache
+        .invalidate(refbackend::cache::Namespace::Cities)
+        .await;
+    let invalidated_at = Instant::now();
+    eventually(
+        &format!("b serving {name:?}"),
+        Duration::from_secs(5),
+        || async move {
+            let body = b.get("/api/v1/cities/1").await.text().await.expect("body");
+            body.contains(name)
+        },
+    )
+    .await;
+    let took = invalidated_at.elapsed();
+    assert!(
+        city_invalidations(b, "remote").await > remote_before,
+        "b dropped its copy because of a's message"
+    );
+    took
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn login_and_reads_survive_a_real_redis_restart() {
+async fn logins_reads_l2_hits_and_invalidations_survive_a_real_redis_restart() {
+    let test = "logins_reads_l2_hits_and_invalidations_survive_a_real_redis_restart";
     let redis = services().dedicated_redis();
-    let app = redis_builder().env("REDIS_URL", &redis.url()).start().await;
+    // Two instances on one database and one Redis, primary only (a lagging
+    // replica would make "b serves fresh data" a question of replication).
+    // `a` carries the load (cities drop out of its L1 every second, so it keeps
+    // going to Redis); `b` keeps the default 30 s L1 TTL of cities.
+    let a = redis_builder()
+        .without_replica()
+        .env("REDIS_URL", &redis.url())
+        .start()
+        .await;
+    let b = chaos_builder()
+        .without_replica()
+        .unseeded()
+        .env("REDIS_URL", &redis.url())
+        .start_on(a.db.clone())
+        .await;
+    let redis_url = redis.url();
+    let (url, first) = (redis_url.as_str(), &a);
+    eventually("both instances subscribed", NOTICE, || async move {
+        invalidation_subscribers(url, first).await == 2
+    })
+    .await;
+    let before = an_invalidation_on_a_reaches_b(&a, &b, "Before Restart City").await;
+
     redis_scenario(
-        "login_and_reads_survive_a_real_redis_restart",
-        &app,
+        test,
+        &a,
         || tokio::task::block_in_place(|| redis.kill()),
         || tokio::task::block_in_place(|| redis.start()),
     )
     .await;
-    app.stop().await;
+
+    // Both subscribers came back by themselves, and `b` dropped its L1 when
+    // it resubscribed (it may have missed messages).
+    eventually("both instances subscribed again", NOTICE, || async move {
+        invalidation_subscribers(url, first).await == 2
+    })
+    .await;
+    assert!(city_invalidations(&b, "resync").await >= 1.0);
+
+    // L2 is used again: the restarted Redis is empty, so a city `a` loads now
+    // is stored there, and `a` (once its 1 s L1 copy expires) and `b` (which
+    // never read it) both get it from Redis.
+    let (status, page) = a.get_json("/api/v1/cities?limit=3").await;
+    assert_eq!(status, 200, "{page}");
+    let city = page["items"][2]["id"].as_i64().expect("a third city");
+    let path = format!("/api/v1/cities/{city}");
+    let a_hits = cities_cache(&a, "l2", "hit").await;
+    let city_path = path.as_str();
+    eventually("L2 hits on a", NOTICE, || async move {
+        assert_eq!(first.get(city_path).await.status(), 200);
+        cities_cache(first, "l2", "hit").await > a_hits
+    })
+    .await;
+    let b_hits = cities_cache(&b, "l2", "hit").await;
+    assert_eq!(b.get(&path).await.status(), 200);
+    assert_eq!(
+        cities_cache(&b, "l2", "hit").await,
+        b_hits + 1.0,
+        "b got a's value from Redis"
+    );
+
+    // Cross-instance invalidation works again.
+    let after = an_invalidation_on_a_reaches_b(&a, &b, "After Restart City").await;
+    eprintln!(
+        "[chaos] {test}: invalidation a -> b took {before:?} before the restart, {after:?} after; \
+         l2 hits a {}, b {}; resyncs on b {}",
+        cities_cache(&a, "l2", "hit").await,
+        cities_cache(&b, "l2", "hit").await,
+        city_invalidations(&b, "resync").await,
+    );
+    b.stop().await;
+    a.stop().await;
 }

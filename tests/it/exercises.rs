@@ -201,3 +201,122 @@ async fn invalid_filters_are_a_422_naming_every_bad_field() {
     assert_eq!(app.get("/api/v1/exercises/abc").await.status(), 400);
     app.stop().await;
 }
+
+/// Whether an item shows what a filter asks for.
+type Shows = Box<dyn Fn(&serde_json::Value) -> bool>;
+
+/// The ids of `items`, in order.
+fn ids(items: &[serde_json::Value]) -> Vec<i64> {
+    items
+        .iter()
+        .map(|i| i["id"].as_i64().expect("id"))
+        .collect()
+}
+
+/// A mood choice's tense and a trigger question's trigger *are* the answer, so
+/// the list hides them; a filter on them would select exactly the items whose
+/// answer it names. Combined with a choice type such a filter is refused.
+#[tokio::test]
+async fn a_tense_or_trigger_filter_on_a_choice_type_is_refused_because_it_would_reveal_answers() {
+    let app = app().await;
+    for (query, field) in [
+        ("type=trigger_category&trigger=wish", "trigger"),
+        ("type=mood_choice&tense=present_indicative", "tense"),
+        ("type=mood_choice&tense=present_subjunctive", "tense"),
+        ("type=mood_choice&trigger=doubt_denial", "trigger"),
+        ("type=trigger_category&tense=present_subjunctive", "tense"),
+    ] {
+        let path = format!("/api/v1/exercises?{query}");
+        let response = app.get(&path).await;
+        assert_eq!(response.status(), 422, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        let body: serde_json::Value = response.json().await.expect("json");
+        let errors = body["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "{path}: {body}");
+        assert_eq!(errors[0]["field"], field, "{path}: {body}");
+        let message = errors[0]["message"].as_str().expect("message");
+        assert!(message.contains("answer"), "{path}: says why: {message}");
+    }
+    app.stop().await;
+}
+
+/// Without a type, `tense` and `trigger` match what the items show: the
+/// choice types show neither, so they never match (before, `?tense=present_indicative`
+/// listed exactly the mood choices whose answer is the indicative).
+#[tokio::test]
+async fn tense_and_trigger_filters_match_only_exercises_that_show_them() {
+    let app = app().await;
+    for (field, value) in [
+        ("tense", "present_indicative"),
+        ("tense", "present_subjunctive"),
+        ("tense", "imperfect_subjunctive_ra"),
+        ("trigger", "wish"),
+        ("trigger", "doubt_denial"),
+    ] {
+        let items = all_items(&app, &format!("{field}={value}")).await;
+        for item in &items {
+            assert!(
+                item["type"] == "conjugation" || item["type"] == "sequence_of_tenses",
+                "{field}={value} listed a choice exercise: {item}"
+            );
+            assert_eq!(item[field], value, "{item}");
+        }
+        let shown: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM exercises
+              WHERE {field} = $1 AND kind IN ('conjugation', 'sequence_of_tenses')"
+        )))
+        .bind(value)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+        assert_eq!(
+            i64::try_from(items.len()).expect("fits"),
+            shown,
+            "{field}={value}"
+        );
+    }
+    app.stop().await;
+}
+
+/// For the choice types, every filter that is accepted selects by what the
+/// items show (so it tells nothing the unfiltered list does not), through
+/// every page of the cursor; and the single view shows no more than the list.
+#[tokio::test]
+async fn every_filter_accepted_on_a_choice_type_selects_only_by_what_the_items_show() {
+    let app = app().await;
+    for kind in ["mood_choice", "trigger_category"] {
+        let all = all_items(&app, &format!("type={kind}")).await;
+        assert!(all.len() >= 250, "{kind}: {}", all.len());
+        let mut verbs: Vec<&str> = all.iter().filter_map(|i| i["verb"].as_str()).collect();
+        verbs.sort_unstable();
+        verbs.dedup();
+        let mut queries: Vec<(String, Shows)> = Vec::new();
+        for difficulty in 1..=5 {
+            queries.push((
+                format!("difficulty={difficulty}"),
+                Box::new(move |i| i["difficulty"] == difficulty),
+            ));
+        }
+        for verb in verbs.iter().take(3) {
+            let verb = (*verb).to_owned();
+            queries.push((format!("verb={verb}"), Box::new(move |i| i["verb"] == verb)));
+        }
+        for (filter, shows) in &queries {
+            let got = all_items(&app, &format!("type={kind}&{filter}")).await;
+            let expected: Vec<serde_json::Value> =
+                all.iter().filter(|i| shows(i)).cloned().collect();
+            assert_eq!(ids(&got), ids(&expected), "type={kind}&{filter}");
+        }
+        for item in all.iter().take(5) {
+            let (status, single) = app
+                .get_json(&format!("/api/v1/exercises/{}", item["id"]))
+                .await;
+            assert_eq!(status, 200);
+            assert_eq!(&single, item, "the single view equals the list view");
+        }
+    }
+    app.stop().await;
+}

@@ -70,7 +70,7 @@ pub struct TestDatabase {
 pub struct PgNode {
     port: u16,
     dir: PathBuf,
-    /// Dedicated replicas belong to one test: stopped and deleted on drop.
+    /// Dedicated nodes belong to one test: stopped and deleted on drop.
     remove_on_drop: bool,
 }
 
@@ -117,7 +117,7 @@ impl Drop for PgNode {
         // unwinding; the reaper cleans up whatever is left.
         if let Err(e) = pg_node(["stop".as_ref(), self.dir.as_os_str(), "immediate".as_ref()]) {
             eprintln!(
-                "warning: could not stop the dedicated replica on port {}: {e:#}",
+                "warning: could not stop the dedicated node on port {}: {e:#}",
                 self.port
             );
             return;
@@ -191,9 +191,67 @@ impl Services {
     /// kill or pause it). It holds copies of every database on the primary at the time.
     /// Stopped and deleted when dropped.
     pub async fn dedicated_replica(&self) -> PgNode {
+        self.dedicated_replica_of(&self.primary).await
+    }
+
+    /// A primary of its own for one test (for tests that kill and restart it: the
+    /// shared one must stay up for everybody else). Empty: add a database with
+    /// [`Self::create_database_on`], then replicas with [`Self::dedicated_replica_of`].
+    /// Stopped and deleted when dropped.
+    pub async fn dedicated_primary(&self) -> PgNode {
+        let port = reserve_port();
+        let dir = self.root.join(format!("primary-{port}"));
+        let dir_for_init = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            pg_node([
+                "init-primary".as_ref(),
+                dir_for_init.as_os_str(),
+                port.to_string().as_ref(),
+            ])
+        })
+        .await
+        .expect("dedicated primary task")
+        .unwrap_or_else(|e| panic!("starting a dedicated primary on port {port}: {e:#}"));
+        PgNode {
+            port,
+            dir,
+            remove_on_drop: true,
+        }
+    }
+
+    /// A fresh database on `node` (a dedicated primary), migrated; the exercise
+    /// bank is not seeded. `replica_url` is empty: point it at a replica of `node`.
+    pub async fn create_database_on(&self, node: &PgNode) -> TestDatabase {
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&node.url("postgres"))
+            .await
+            .unwrap_or_else(|e| panic!("connect to the node on port {}: {e}", node.port));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
+        let _ = admin.close().await;
+        let mut conn = PgConnection::connect(&node.url(&name))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {name}: {e}"));
+        sqlx::migrate!("./migrations")
+            .run(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("migrating {name}: {e}"));
+        let _ = conn.close().await;
+        TestDatabase {
+            primary_url: node.url(&name),
+            replica_url: String::new(),
+            name,
+        }
+    }
+
+    /// A streaming replica of `primary` for one test only. Stopped and deleted
+    /// when dropped.
+    pub async fn dedicated_replica_of(&self, primary: &PgNode) -> PgNode {
         let port = reserve_port();
         let dir = self.root.join(format!("replica-{port}"));
-        let primary_port = self.primary.port;
+        let primary_port = primary.port;
         let dir_for_init = dir.clone();
         tokio::task::spawn_blocking(move || {
             pg_node([
@@ -396,7 +454,7 @@ fn start_redis(redis_server: &Path, root: &Path, port: u16) -> anyhow::Result<()
 }
 
 /// Starts a detached `sh` that polls this process and, once it is gone, stops every node
-/// under `root` (the dedicated replicas a panicking test never dropped too), stops Redis
+/// under `root` (the dedicated nodes a panicking test never dropped too), stops Redis
 /// and deletes `root`. In its own process group, so Ctrl-C on `cargo test` spares it.
 fn spawn_reaper(root: &Path) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
