@@ -201,21 +201,14 @@ async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
         .ok_or_else(|| AppError::NotFound(format!("No city with id {city_id}")))
 }
 
-/// Takes one unit of a per-user limit, unless the request is the replay of
-/// one that already succeeded (same Idempotency-Key): a retry is not a new
-/// question or vote and must not be refused as one.
+/// Takes one unit of a per-user limit (callers answer replays before this:
+/// a retry is not a new question or vote and must not be refused as one).
 async fn spend_limit(
     state: &AppState,
     user_id: Uuid,
-    key: Option<&IdempotencyKey>,
     limiter: &str,
     quota: crate::ratelimit::Quota,
 ) -> AppResult<()> {
-    if let Some(key) = key
-        && idempotency::is_recorded(state.db.write(), user_id, key).await?
-    {
-        return Ok(());
-    }
     let decision = state
         .auth
         .limiter
@@ -282,8 +275,26 @@ pub async fn create_question(
         return Err(AppError::Validation(errors));
     };
     city_exists(&state, city_id).await?;
+    let fingerprint =
+        idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
+    let guard = key.as_ref().map(|key| Guard {
+        user_id: user.id,
+        key,
+        fingerprint,
+    });
 
+    // The search runs before the replay check, on purpose: a question it
+    // finds is committed, and so is the Idempotency-Key stored in the same
+    // transaction, so a retry whose first attempt created one of these
+    // matches is always answered with its stored 201 below, never refused as
+    // a duplicate of itself. (A first attempt still in flight is invisible to
+    // both; the guarded transaction waits for it and replays it.)
     let similar = find_similar(&state, city_id, &body, 5).await?;
+    if let Some(guard) = &guard
+        && let Some(replay) = idempotency::replay(state.db.write(), guard).await?
+    {
+        return Ok(replay);
+    }
     let duplicates: Vec<SimilarQuestion> = similar
         .iter()
         .filter(|s| f64::from(s.similarity) >= state.config.civic.duplicate_similarity)
@@ -292,21 +303,13 @@ pub async fn create_question(
     if request.reject_duplicates && !duplicates.is_empty() {
         return Ok(duplicate_response(duplicates));
     }
-    let fingerprint =
-        idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
     spend_limit(
         &state,
         user.id,
-        key.as_ref(),
         "questions-user",
         state.config.civic.questions_per_user,
     )
     .await?;
-    let guard = key.as_ref().map(|key| Guard {
-        user_id: user.id,
-        key,
-        fingerprint,
-    });
     let id = Uuid::now_v7();
     let created_at = created_at_of(id)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("UUIDv7 without a timestamp")))?;
@@ -801,20 +804,25 @@ async fn vote(
 ) -> AppResult<Response> {
     let created_at =
         created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))?;
-    spend_limit(
-        state,
-        user.id,
-        key.as_ref(),
-        "votes-user",
-        state.config.civic.votes_per_user,
-    )
-    .await?;
     let fingerprint = idempotency::fingerprint(method, &format!("/questions/{id}/vote"), &value)?;
     let guard = key.as_ref().map(|key| Guard {
         user_id: user.id,
         key,
         fingerprint,
     });
+    // A retry of a vote that was counted is answered before the limit.
+    if let Some(guard) = &guard
+        && let Some(replay) = idempotency::replay(state.db.write(), guard).await?
+    {
+        return Ok(replay);
+    }
+    spend_limit(
+        state,
+        user.id,
+        "votes-user",
+        state.config.civic.votes_per_user,
+    )
+    .await?;
     let outcome =
         idempotency::transaction(state.db.write(), guard, StatusCode::OK, async move |tx| {
             apply_vote(tx, id, created_at, user.id, value).await

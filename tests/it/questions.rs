@@ -736,3 +736,60 @@ async fn the_daily_question_limit_is_enforced_per_user_but_replays_are_free() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_retried_question_with_reject_duplicates_replays_its_201_and_is_stored_once() {
+    let app = app().await;
+    let users = members(&app, 1).await;
+    let token = users[0].1.clone();
+    let post = |key: &'static str, body: &'static str| {
+        let (app, token) = (&app, token.clone());
+        async move {
+            let response = app
+                .client
+                .post(app.url("/api/v1/cities/11/questions"))
+                .bearer_auth(token)
+                .header("idempotency-key", key)
+                .json(&json!({"body": body, "reject_duplicates": true}))
+                .send()
+                .await
+                .expect("post");
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            (
+                status,
+                replayed,
+                response.json::<Value>().await.expect("json"),
+            )
+        }
+    };
+    let trees = "Will the city plant more shade trees along Elm Avenue?";
+    let (status, replayed, first) = post("ask-trees", trees).await;
+    assert_eq!((status, replayed), (201, false), "{first}");
+    // The retry must not find its own question and call it a duplicate.
+    let (status, replayed, again) = post("ask-trees", trees).await;
+    assert_eq!((status, replayed), (201, true), "{again}");
+    assert_eq!(again, first, "the stored response, verbatim");
+    // A new request (new key) with the same text is a real duplicate.
+    let (status, _, problem) = post("ask-trees-again", trees).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["similar"][0]["id"], first["question"]["id"]);
+
+    // Eight copies of one request in flight at once: one question, eight 201s.
+    let pool = "Will the public pool on Lamar Boulevard reopen next summer?";
+    let copies = futures_util::future::join_all((0..8).map(|_| post("ask-pool", pool))).await;
+    let ids: HashSet<String> = copies
+        .iter()
+        .map(|(status, _, body)| {
+            assert_eq!(*status, 201, "{body}");
+            body["question"]["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "every copy answers with the same question");
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM questions WHERE city_id = 11")
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+    assert_eq!(stored, 2, "one question per Idempotency-Key");
+    app.stop().await;
+}
