@@ -793,3 +793,104 @@ async fn a_retried_question_with_reject_duplicates_replays_its_201_and_is_stored
     assert_eq!(stored, 2, "one question per Idempotency-Key");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_hourly_vote_limit_answers_429_with_retry_after_and_changes_no_count() {
+    let app = TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_VOTES_USER", "3/1h")
+        .start()
+        .await;
+    let users = members(&app, 2).await;
+    let (voter, other) = (&users[0].1, &users[1].1);
+    let mut ids = Vec::new();
+    for topic in [
+        "parking meters",
+        "street lights",
+        "recycling bins",
+        "dog parks",
+    ] {
+        let created = ask(&app, other, 12, &format!("What is the plan for {topic}?")).await;
+        ids.push(created["question"]["id"].as_str().expect("id").to_owned());
+    }
+    let put = |id: &str, key: &str| {
+        app.client
+            .put(app.url(&format!("/api/v1/questions/{id}/vote")))
+            .bearer_auth(voter)
+            .header("idempotency-key", key)
+            .json(&json!({"value": 1}))
+            .send()
+    };
+    for (i, id) in ids.iter().take(3).enumerate() {
+        let response = put(id, &format!("vote-{i}")).await.expect("vote");
+        assert_eq!(response.status(), 200, "vote {i} is within the burst");
+    }
+
+    let refused = put(&ids[3], "vote-3").await.expect("vote");
+    assert_eq!(refused.status(), 429);
+    let headers = refused.headers().clone();
+    assert_eq!(headers["content-type"], "application/problem+json");
+    let header = |name: &str| -> u64 {
+        headers[name]
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} is a number of seconds"))
+    };
+    // 3 per hour: the next vote is allowed 20 minutes after the first.
+    assert!((1..=1200).contains(&header("retry-after")), "{headers:?}");
+    assert_eq!(header("ratelimit-limit"), 3);
+    assert_eq!(header("ratelimit-remaining"), 0);
+    assert!(header("ratelimit-reset") >= header("retry-after"));
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["type"], "/problems/rate-limited", "{problem}");
+    assert_eq!(problem["status"], 429);
+
+    // The refused vote changed nothing.
+    let (_, detail) = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/questions/{}", ids[3]),
+        voter,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (&detail["upvotes"], &detail["my_vote"]),
+        (&json!(0), &Value::Null)
+    );
+    let (status, _) = send(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/questions/{}/vote", ids[0]),
+        voter,
+        None,
+    )
+    .await;
+    assert_eq!(status, 429, "withdrawing a vote is a vote action too");
+    let (_, detail) = app.get_json(&format!("/api/v1/questions/{}", ids[0])).await;
+    assert_eq!(
+        detail["upvotes"], 1,
+        "the refused withdrawal changed nothing"
+    );
+    let votes: i64 = sqlx::query_scalar("SELECT count(*) FROM question_votes")
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("votes");
+    assert_eq!(votes, 3);
+
+    // A retry of a counted vote is still answered, and others are unaffected.
+    let replay = put(&ids[0], "vote-0").await.expect("vote");
+    assert_eq!(replay.status(), 200);
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    let (status, _) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{}/vote", ids[3]),
+        other,
+        Some(json!({"value": -1})),
+    )
+    .await;
+    assert_eq!(status, 200, "the limit is per user");
+    app.stop().await;
+}
