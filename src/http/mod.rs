@@ -2,6 +2,7 @@
 //! Handlers stay thin: parse, authorize, call the data/domain layer, shape the response.
 
 pub mod admin;
+pub mod answers;
 pub mod auth;
 pub mod caching;
 pub mod cities;
@@ -38,6 +39,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(leaderboard::router())
         .merge(questions::router())
         .merge(moderation::router())
+        .merge(answers::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

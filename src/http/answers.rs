@@ -1,0 +1,246 @@
+//! CivicQ candidate answers: one per candidate per question (a unique
+//! constraint), editable, every version kept in `answer_revisions`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::{AuthUser, Role};
+use crate::error::{AppError, AppResult, Problem};
+use crate::http::extract::{AppJson, AppPath};
+use crate::http::moderation::{invalidate_lists, question_key};
+use crate::http::practice::private_json;
+use crate::http::questions::lock_question;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(post_answer, list_answers))
+        .routes(routes!(edit_answer))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnswerRequest {
+    /// 1 to 5,000 characters (line breaks allowed).
+    #[schema(
+        min_length = 1,
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
+    )]
+    pub body: String,
+}
+
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AnswerView {
+    pub id: Uuid,
+    pub question_id: Uuid,
+    pub candidate_id: Uuid,
+    pub candidate_name: String,
+    pub body: String,
+    /// 1 for the original; each edit adds one (all versions are kept).
+    pub revision: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn answer_body(raw: &str) -> AppResult<String> {
+    let body = raw.trim();
+    let chars = body.chars().count();
+    if chars == 0 || chars > 5000 || body.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+        return Err(AppError::validation(
+            "body",
+            "must be 1 to 5000 characters of text",
+        ));
+    }
+    Ok(body.to_owned())
+}
+
+const ANSWER_COLUMNS: &str = "a.id, a.question_id, a.candidate_id, u.display_name AS candidate_name, \
+     a.body, a.revision, a.created_at, a.updated_at";
+
+/// A candidate answers a question (role candidate; one answer per question —
+/// edit it with PUT).
+#[utoipa::path(post, path = "/questions/{id}/answers", tag = "civic",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Question id")),
+    request_body = AnswerRequest,
+    responses(
+        (status = 201, description = "The answer", body = AnswerView),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already answered (edit it instead), or the question is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn post_answer(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(question_id): AppPath<Uuid>,
+    AppJson(request): AppJson<AnswerRequest>,
+) -> AppResult<Response> {
+    user.require(&[Role::Candidate])?;
+    let body = answer_body(&request.body)?;
+    let created_at = question_key(question_id)?;
+    let mut tx = state.db.write().begin().await?;
+    let status = lock_question(&mut tx, question_id, created_at)
+        .await?
+        .map(|(status, _)| status);
+    match status.as_deref() {
+        None => {
+            return Err(AppError::NotFound(format!(
+                "No question with id {question_id}"
+            )));
+        }
+        Some("visible") => {}
+        Some(other) => {
+            return Err(AppError::Conflict(format!("This question is {other}.")));
+        }
+    }
+    let id = Uuid::now_v7();
+    let inserted = sqlx::query(
+        "INSERT INTO answers (id, question_id, candidate_id, body) VALUES ($1, $2, $3, $4)
+         ON CONFLICT ON CONSTRAINT answers_one_per_candidate DO NOTHING",
+    )
+    .bind(id)
+    .bind(question_id)
+    .bind(user.id)
+    .bind(&body)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(AppError::Conflict(
+            "You already answered this question; edit your answer instead.".into(),
+        ));
+    }
+    sqlx::query("INSERT INTO answer_revisions (answer_id, revision, body) VALUES ($1, 1, $2)")
+        .bind(id)
+        .bind(&body)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE questions SET answer_count = answer_count + 1 WHERE created_at = $1 AND id = $2",
+    )
+    .bind(created_at)
+    .bind(question_id)
+    .execute(&mut *tx)
+    .await?;
+    let answer = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id WHERE a.id = $1"
+    )))
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    invalidate_lists(&state).await;
+    let mut response = private_json(&answer)?;
+    *response.status_mut() = StatusCode::CREATED;
+    Ok(response)
+}
+
+/// Edits the caller's answer to a question, keeping the previous versions.
+#[utoipa::path(put, path = "/questions/{id}/answers/mine", tag = "civic",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "Question id")),
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, description = "The edited answer", body = AnswerView),
+        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "You have not answered this question", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn edit_answer(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(question_id): AppPath<Uuid>,
+    AppJson(request): AppJson<AnswerRequest>,
+) -> AppResult<Response> {
+    user.require(&[Role::Candidate])?;
+    let body = answer_body(&request.body)?;
+    let mut tx = state.db.write().begin().await?;
+    let updated: Option<(Uuid, i32)> = sqlx::query_as(
+        "UPDATE answers SET body = $3, revision = revision + 1, updated_at = now()
+          WHERE question_id = $1 AND candidate_id = $2 AND body <> $3
+          RETURNING id, revision",
+    )
+    .bind(question_id)
+    .bind(user.id)
+    .bind(&body)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some((id, revision)) = updated {
+        sqlx::query("INSERT INTO answer_revisions (answer_id, revision, body) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(revision)
+            .bind(&body)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let answer = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
+        "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
+          WHERE a.question_id = $1 AND a.candidate_id = $2"
+    )))
+    .bind(question_id)
+    .bind(user.id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| AppError::NotFound("You have not answered this question.".into()))?;
+    tx.commit().await?;
+    private_json(&answer)
+}
+
+/// The candidates' answers to a question, oldest first.
+#[utoipa::path(get, path = "/questions/{id}/answers", tag = "civic",
+    params(("id" = Uuid, Path, description = "Question id")),
+    responses(
+        (status = 200, description = "Answers", body = [AnswerView]),
+        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_answers(
+    State(state): State<AppState>,
+    AppPath(question_id): AppPath<Uuid>,
+) -> AppResult<Response> {
+    let created_at = question_key(question_id)?;
+    let (exists, answers) = state
+        .db
+        .read(|pool| async move {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM questions WHERE created_at = $1 AND id = $2)",
+            )
+            .bind(created_at)
+            .bind(question_id)
+            .fetch_one(&pool)
+            .await?;
+            let answers = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
+                "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
+                  WHERE a.question_id = $1 ORDER BY a.created_at"
+            )))
+            .bind(question_id)
+            .fetch_all(&pool)
+            .await?;
+            Ok((exists, answers))
+        })
+        .await?;
+    if !exists {
+        return Err(AppError::NotFound(format!(
+            "No question with id {question_id}"
+        )));
+    }
+    Ok((StatusCode::OK, private_json(&answers)?).into_response())
+}
