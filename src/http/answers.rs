@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -14,8 +14,9 @@ use uuid::Uuid;
 use crate::app::AppState;
 use crate::auth::{AuthUser, Role};
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::extract::{AppJson, AppPath};
+use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::moderation::{invalidate_lists, question_key};
+use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::http::practice::private_json;
 use crate::http::questions::lock_question;
 
@@ -203,21 +204,33 @@ pub async fn edit_answer(
     private_json(&answer)
 }
 
-/// The candidates' answers to a question, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AnswerPage {
+    pub items: Vec<AnswerView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The candidates' answers to a question, oldest first, with keyset
+/// pagination on (created_at, id).
 #[utoipa::path(get, path = "/questions/{id}/answers", tag = "civic",
-    params(("id" = Uuid, Path, description = "Question id")),
+    params(("id" = Uuid, Path, description = "Question id"), PageQuery),
     responses(
-        (status = 200, description = "Answers", body = [AnswerView]),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of answers", body = AnswerPage),
+        (status = 400, description = "The id is not a UUID, or an unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_answers(
     State(state): State<AppState>,
     AppPath(question_id): AppPath<Uuid>,
+    AppQuery(query): AppQuery<PageQuery>,
 ) -> AppResult<Response> {
+    let page: PageRequest<(DateTime<Utc>, Uuid)> = query.parse()?;
     let created_at = question_key(question_id)?;
-    let (exists, answers) = state
+    let (after, limit) = (page.after, page.limit);
+    let (exists, rows) = state
         .db
         .read(|pool| async move {
             let exists: bool = sqlx::query_scalar(
@@ -227,11 +240,17 @@ pub async fn list_answers(
             .bind(question_id)
             .fetch_one(&pool)
             .await?;
+            // NULL cursor columns switch the keyset predicate off (first page).
             let answers = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
                 "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
-                  WHERE a.question_id = $1 ORDER BY a.created_at"
+                  WHERE a.question_id = $1
+                    AND ($2::timestamptz IS NULL OR (a.created_at, a.id) > ($2, $3))
+                  ORDER BY a.created_at, a.id LIMIT $4"
             )))
             .bind(question_id)
+            .bind(after.map(|(t, _)| t))
+            .bind(after.map(|(_, id)| id))
+            .bind(limit + 1)
             .fetch_all(&pool)
             .await?;
             Ok((exists, answers))
@@ -242,5 +261,6 @@ pub async fn list_answers(
             "No question with id {question_id}"
         )));
     }
-    Ok((StatusCode::OK, private_json(&answers)?).into_response())
+    let (items, next_cursor) = finish_page(rows, limit, |a| (a.created_at, a.id));
+    private_json(&AnswerPage { items, next_cursor })
 }

@@ -31,7 +31,7 @@ use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, PROBLEM_CONTENT_TYPE, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
-use crate::http::pagination::{PageQuery, PageRequest, bounded_int, finish_page};
+use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::http::practice::private_json;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -551,60 +551,73 @@ struct HotRow {
     hot: f64,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PopularQuery {
-    /// How many, 1 to 50 (default 10).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 50)]
-    pub limit: Option<String>,
-}
-
-/// The hottest visible questions across all cities. Public and cached.
+/// The hottest visible questions across all cities, with keyset pagination
+/// on (`hot`, id) (the `questions_popular` index). Public and cached.
 #[utoipa::path(get, path = "/questions/popular", tag = "civic",
-    params(PopularQuery),
+    params(PageQuery),
     responses(
-        (status = 200, description = "Popular questions, hottest first", body = [QuestionView]),
+        (status = 200, description = "A page of questions, hottest first", body = QuestionPage),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn popular_questions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    AppQuery(query): AppQuery<PopularQuery>,
+    AppQuery(query): AppQuery<PageQuery>,
 ) -> AppResult<Response> {
-    let limit: i64 = match query.limit.as_deref() {
-        None => 10,
-        Some(raw) => bounded_int(raw, 1..=50)
-            .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
-    };
+    // Validated before the cache is consulted: a bad cursor is never a key.
+    let page: PageRequest<(f64, Uuid)> = query.parse()?;
+    let key = format!(
+        "page:{}:{}",
+        page.limit,
+        query.cursor.as_deref().unwrap_or("")
+    );
     let cached = state
         .cache
-        .get_or_load(Namespace::Popular, &format!("top:{limit}"), || async {
+        .get_or_load(Namespace::Popular, &key, || async {
             let freshness = state.write_tokens.freshness_scope(LISTS_SCOPE).await;
+            // NULL cursor columns switch the keyset predicate off (first page).
             let sql = format!(
-                "SELECT {VIEW_COLUMNS} FROM questions q JOIN users u ON u.id = q.author_id
+                "SELECT {VIEW_COLUMNS}, q.hot FROM questions q JOIN users u ON u.id = q.author_id
                   WHERE q.status = 'visible'
-                  ORDER BY q.hot DESC, q.id DESC LIMIT $1"
+                    AND ($1::float8 IS NULL OR (q.hot, q.id) < ($1, $2))
+                  ORDER BY q.hot DESC, q.id DESC LIMIT $3"
             );
-            let rows: Vec<QuestionView> = state
+            let (after, limit) = (page.after, page.limit);
+            let rows: Vec<HotRow> = state
                 .db
                 .read_consistent(freshness, |pool| {
                     let sql = sql.clone();
                     async move {
-                        sqlx::query_as::<_, QuestionView>(sqlx::AssertSqlSafe(sql))
-                            .bind(limit)
+                        sqlx::query_as::<_, HotRow>(sqlx::AssertSqlSafe(sql))
+                            .bind(after.map(|(hot, _)| hot))
+                            .bind(after.map(|(_, id)| id))
+                            .bind(limit + 1)
                             .fetch_all(&pool)
                             .await
                     }
                 })
                 .await?;
-            Ok::<_, AppError>(rows)
+            let (rows, next_cursor) = finish_page(rows, limit, |r| (r.hot, r.question.id));
+            Ok::<_, AppError>(QuestionPage {
+                items: rows.into_iter().map(|r| r.question).collect(),
+                next_cursor,
+            })
         })
         .await?;
     Ok(cached.respond(&headers, LIST_CACHE))
+}
+
+/// The similar questions of `GET /questions/similar`: a bounded list (the 10
+/// best matches), so `next_cursor` is always null; the envelope is the one
+/// every list endpoint uses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimilarPage {
+    pub items: Vec<SimilarQuestion>,
+    /// Always null: the 10 best matches are the whole answer.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -625,11 +638,12 @@ pub struct SimilarQuery {
 }
 
 /// Questions of a city similar to a text (trigram similarity or full-text
-/// match), best first: lets a client suggest voting instead of re-asking.
+/// match), best first, at most 10 (`next_cursor` is always null): lets a
+/// client suggest voting instead of re-asking.
 #[utoipa::path(get, path = "/questions/similar", tag = "civic",
     params(SimilarQuery),
     responses(
-        (status = 200, description = "Similar questions", body = [SimilarQuestion]),
+        (status = 200, description = "Up to 10 similar questions, best first", body = SimilarPage),
         (status = 400, description = "Missing or unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid city id or text", body = Problem, content_type = "application/problem+json"),
@@ -657,8 +671,11 @@ pub async fn similar_questions(
         return Err(AppError::Validation(errors));
     };
     city_exists(&state, city_id).await?;
-    let similar = find_similar(&state, city_id, &q, 10).await?;
-    private_json(&similar)
+    let items = find_similar(&state, city_id, &q, 10).await?;
+    private_json(&SimilarPage {
+        items,
+        next_cursor: None,
+    })
 }
 
 /// One question, with the caller's vote when signed in.

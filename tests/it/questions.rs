@@ -321,8 +321,9 @@ async fn near_duplicates_are_found_and_refused_on_request() {
     )
     .await;
     assert_eq!(status, 200, "{similar}");
+    assert_eq!(similar["next_cursor"], Value::Null, "{similar}");
     assert!(
-        similar[0]["body"]
+        similar["items"][0]["body"]
             .as_str()
             .expect("body")
             .contains("bike lanes"),
@@ -431,7 +432,7 @@ async fn top_orders_by_net_votes_and_pages_cover_every_question_once() {
     }
     let (status, popular) = app.get_json("/api/v1/questions/popular?limit=3").await;
     assert_eq!(status, 200);
-    assert_eq!(popular.as_array().expect("list").len(), 3);
+    assert_eq!(popular["items"].as_array().expect("list").len(), 3);
     app.stop().await;
 }
 
@@ -648,9 +649,10 @@ async fn candidates_answer_once_and_edits_keep_their_history() {
     assert_eq!(edited["revision"], 2);
     let (status, listed) = app.get_json(&answers).await;
     assert_eq!(status, 200);
-    assert_eq!(listed.as_array().expect("list").len(), 1);
+    assert_eq!(listed["items"].as_array().expect("list").len(), 1);
+    assert_eq!(listed["next_cursor"], Value::Null);
     assert_eq!(
-        listed[0]["body"],
+        listed["items"][0]["body"],
         "By building housing near schools, and a rent cap."
     );
     let revisions: i64 =
@@ -892,5 +894,88 @@ async fn the_hourly_vote_limit_answers_429_with_retry_after_and_changes_no_count
     )
     .await;
     assert_eq!(status, 200, "the limit is per user");
+    app.stop().await;
+}
+
+/// Follows `next_cursor` from `first` (a path with `limit`) to the end; the
+/// items of every page, in order.
+async fn all_pages(app: &TestApp, first: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let (status, page) = app.get_json(&path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => path = format!("{first}&cursor={next}"),
+            None => return items,
+        }
+    }
+}
+
+#[tokio::test]
+async fn popular_similar_and_answers_are_item_envelopes_with_working_cursors() {
+    let app = app().await;
+    let users = members(&app, 1).await;
+    let candidates = with_role(&app, 3, "candidate").await;
+    let mut ids = Vec::new();
+    for (city, topic) in [
+        (13, "bus shelters"),
+        (14, "snow plowing"),
+        (13, "tree pruning"),
+    ] {
+        let created = ask(
+            &app,
+            &users[0].1,
+            city,
+            &format!("What is your plan for {topic}?"),
+        )
+        .await;
+        ids.push(created["question"]["id"].as_str().expect("id").to_owned());
+    }
+    let popular = all_pages(&app, "/api/v1/questions/popular?limit=2").await;
+    let seen: HashSet<&str> = popular
+        .iter()
+        .map(|q| q["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(popular.len(), 3);
+    assert_eq!(seen, ids.iter().map(String::as_str).collect());
+    let (status, problem) = app
+        .get_json("/api/v1/questions/popular?cursor=nonsense")
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "cursor");
+
+    let (status, similar) = app
+        .get_json("/api/v1/questions/similar?city_id=13&q=bus%20shelters")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(similar["items"][0]["id"], ids[0].as_str(), "{similar}");
+    assert_eq!(similar["next_cursor"], Value::Null);
+
+    let answers = format!("/api/v1/questions/{}/answers", ids[0]);
+    for (n, (_, token)) in candidates.iter().enumerate() {
+        let (status, body) = send(
+            &app,
+            reqwest::Method::POST,
+            &answers,
+            token,
+            Some(json!({"body": format!("Answer number {n}.")})),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let listed = all_pages(&app, &format!("{answers}?limit=2")).await;
+    let bodies: Vec<&str> = listed
+        .iter()
+        .map(|a| a["body"].as_str().expect("body"))
+        .collect();
+    assert_eq!(
+        bodies,
+        ["Answer number 0.", "Answer number 1.", "Answer number 2."],
+        "oldest first"
+    );
+    let (status, _) = app.get_json(&format!("{answers}?limit=0")).await;
+    assert_eq!(status, 422);
     app.stop().await;
 }
