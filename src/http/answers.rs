@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -13,12 +14,13 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{AuthUser, Role};
+use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::moderation::{invalidate_lists, question_key};
 use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::http::practice::private_json;
-use crate::http::questions::lock_question;
+use crate::http::questions::{MergedQuestion, gate_read, lock_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -212,35 +214,40 @@ pub struct AnswerPage {
 }
 
 /// The candidates' answers to a question, oldest first, with keyset
-/// pagination on (created_at, id).
+/// pagination on (created_at, id). Like the question itself: 404 when it is
+/// hidden or removed, 308 to the target's answers when merged (moderators and
+/// admins read them all). A candidate's own reads see their latest edit.
 #[utoipa::path(get, path = "/questions/{id}/answers", tag = "civic",
     params(("id" = Uuid, Path, description = "Question id"), PageQuery),
     responses(
         (status = 200, description = "A page of answers", body = AnswerPage),
+        (status = 308, description = "The question was merged: the target's answers (see `Location`)", body = MergedQuestion,
+            headers(("Location" = String, description = "The answers of the question it was merged into"))),
         (status = 400, description = "The id is not a UUID, or an unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_answers(
     State(state): State<AppState>,
+    user: Option<AuthUser>,
     AppPath(question_id): AppPath<Uuid>,
     AppQuery(query): AppQuery<PageQuery>,
 ) -> AppResult<Response> {
     let page: PageRequest<(DateTime<Utc>, Uuid)> = query.parse()?;
     let created_at = question_key(question_id)?;
     let (after, limit) = (page.after, page.limit);
-    let (exists, rows) = state
+    let freshness = reader_freshness(&state, user.as_ref()).await;
+    let (question, rows) = state
         .db
-        .read(|pool| async move {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM questions WHERE created_at = $1 AND id = $2)",
-            )
-            .bind(created_at)
-            .bind(question_id)
-            .fetch_one(&pool)
-            .await?;
-            // NULL cursor columns switch the keyset predicate off (first page).
+        .read_consistent(freshness, |pool| async move {
+            let question = question_status(&pool, question_id, created_at).await?;
+            if question.is_none() {
+                return Ok((None, Vec::new()));
+            }
+            // NULL cursor columns switch the keyset predicate off (first
+            // page). A question has one answer per candidate, a few dozen at
+            // most: the unique (question_id, candidate_id) index finds them.
             let answers = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
                 "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
                   WHERE a.question_id = $1
@@ -253,14 +260,43 @@ pub async fn list_answers(
             .bind(limit + 1)
             .fetch_all(&pool)
             .await?;
-            Ok((exists, answers))
+            Ok((question, answers))
         })
         .await?;
-    if !exists {
-        return Err(AppError::NotFound(format!(
-            "No question with id {question_id}"
-        )));
+    let (status, merged_into) =
+        question.ok_or_else(|| AppError::NotFound(format!("No question with id {question_id}")))?;
+    if let Some(pointer) = gate_read(
+        question_id,
+        &status,
+        merged_into,
+        user.as_ref(),
+        "/answers",
+        Some(&query),
+    )? {
+        return Ok(pointer);
     }
     let (items, next_cursor) = finish_page(rows, limit, |a| (a.created_at, a.id));
     private_json(&AnswerPage { items, next_cursor })
+}
+
+/// A question's (status, merged_into), or None when there is no such question.
+async fn question_status(
+    pool: &PgPool,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+) -> Result<Option<(String, Option<Uuid>)>, sqlx::Error> {
+    sqlx::query_as("SELECT status, merged_into FROM questions WHERE created_at = $1 AND id = $2")
+        .bind(created_at)
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Signed-in readers see their own latest writes (read-your-writes); others
+/// read any replica in rotation.
+async fn reader_freshness(state: &AppState, user: Option<&AuthUser>) -> Freshness {
+    match user {
+        Some(user) => state.write_tokens.freshness(user.id).await,
+        None => Freshness::Any,
+    }
 }

@@ -7,7 +7,8 @@
 //!   `remove`, or `merge` into another question of the same city. Merging
 //!   moves votes without double counting: a user who voted on both keeps
 //!   their vote on the target; the target's counters are recomputed from its
-//!   votes. Every action is written to `moderation_log` in its transaction.
+//!   votes, and answers move too (one per candidate on the target). Every
+//!   action is written to `moderation_log` in its transaction.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -189,6 +190,9 @@ pub struct ModerationResult {
     pub status: String,
     /// For `merge`: votes moved to the target (voters of both kept one vote).
     pub votes_moved: Option<i64>,
+    /// For `merge`: answers moved to the target (a candidate who answered
+    /// both keeps the target's answer there).
+    pub answers_moved: Option<i64>,
 }
 
 /// Approves (visible again, flags cleared), removes, or merges a question
@@ -263,6 +267,7 @@ pub async fn moderate_question(
         ));
     }
     let mut votes_moved = None;
+    let mut answers_moved = None;
     let status = match request.action {
         ModerationAction::Approve => {
             sqlx::query(
@@ -357,6 +362,32 @@ pub async fn moderate_question(
             .execute(&mut *tx)
             .await?;
             votes_moved = Some(i64::try_from(moved).unwrap_or(i64::MAX));
+            // Answers follow the votes, since residents are pointed at the
+            // target: each candidate keeps one answer there (an answer to
+            // both stays here, where moderators still read it).
+            let answers = sqlx::query(
+                "UPDATE answers SET question_id = $2
+                  WHERE question_id = $1
+                    AND candidate_id NOT IN (SELECT candidate_id FROM answers WHERE question_id = $2)",
+            )
+            .bind(id)
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let answers = i32::try_from(answers).unwrap_or(i32::MAX);
+            for (at, q, delta) in [(target_at, target_id, answers), (created_at, id, -answers)] {
+                sqlx::query(
+                    "UPDATE questions SET answer_count = answer_count + $3
+                      WHERE created_at = $1 AND id = $2",
+                )
+                .bind(at)
+                .bind(q)
+                .bind(delta)
+                .execute(&mut *tx)
+                .await?;
+            }
+            answers_moved = Some(i64::from(answers));
             "merged"
         }
     };
@@ -382,5 +413,6 @@ pub async fn moderate_question(
         question_id: id,
         status: status.into(),
         votes_moved,
+        answers_moved,
     })
 }

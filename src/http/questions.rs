@@ -23,10 +23,11 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Role};
 use crate::cache::Namespace;
 use crate::civic::ranking::{self, Sort};
 use crate::civic::text;
+use crate::civic::visibility::{self, Visibility};
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, PROBLEM_CONTENT_TYPE, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
@@ -678,13 +679,18 @@ pub async fn similar_questions(
     })
 }
 
-/// One question, with the caller's vote when signed in.
+/// One question, with the caller's vote when signed in. Hidden and removed
+/// questions are 404 except to moderators and admins; a merged one answers
+/// 308 with `Location` pointing at the question it was merged into (moderators
+/// and admins read it as it is).
 #[utoipa::path(get, path = "/questions/{id}", tag = "civic",
     params(("id" = Uuid, Path, description = "Question id")),
     responses(
         (status = 200, description = "The question", body = QuestionDetail),
+        (status = 308, description = "Merged into another question (see `Location`)", body = MergedQuestion,
+            headers(("Location" = String, description = "The question it was merged into"))),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_question(
@@ -694,7 +700,7 @@ pub async fn get_question(
 ) -> AppResult<Response> {
     let not_found = || AppError::NotFound(format!("No question with id {id}"));
     let created_at = created_at_of(id).ok_or_else(not_found)?;
-    let user_id = user.map(|u| u.id);
+    let user_id = user.as_ref().map(|u| u.id);
     let freshness = match user_id {
         Some(u) => state.write_tokens.freshness(u).await,
         None => Freshness::Any,
@@ -721,10 +727,85 @@ pub async fn get_question(
         })
         .await?;
     let row = row.ok_or_else(not_found)?;
+    let question = &row.question;
+    if let Some(pointer) = gate_read(
+        id,
+        &question.status,
+        question.merged_into,
+        user.as_ref(),
+        "",
+        None,
+    )? {
+        return Ok(pointer);
+    }
     private_json(&QuestionDetail {
         question: row.question,
         my_vote: row.my_vote,
     })
+}
+
+/// What residents get for a merged question: where it went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MergedQuestion {
+    pub id: Uuid,
+    /// Always `merged`.
+    pub status: String,
+    /// The question it was merged into (also in `Location`).
+    pub merged_into: Uuid,
+}
+
+/// Whether the caller reads questions in every moderation status.
+pub fn is_moderator(user: Option<&AuthUser>) -> bool {
+    user.is_some_and(|u| matches!(u.role, Role::Moderator | Role::Admin))
+}
+
+/// Applies [`visibility::for_reader`] to a read of question `id` (or of its
+/// sub-resource `suffix`, e.g. `/answers`): `None` to serve it, a 404, or
+/// `Some` 308 pointing at the same sub-resource of the merge target, with
+/// `page`'s (validated) limit and cursor carried over.
+pub fn gate_read(
+    id: Uuid,
+    status: &str,
+    merged_into: Option<Uuid>,
+    user: Option<&AuthUser>,
+    suffix: &str,
+    page: Option<&PageQuery>,
+) -> AppResult<Option<Response>> {
+    let target = match visibility::for_reader(status, merged_into, is_moderator(user)) {
+        Visibility::Shown => return Ok(None),
+        Visibility::NotFound => {
+            return Err(AppError::NotFound(format!("No question with id {id}")));
+        }
+        Visibility::MergedInto(target) => target,
+    };
+    let mut location = format!("/api/v1/questions/{target}{suffix}");
+    // Both values were validated (digits; an unpadded base64url cursor), so
+    // they need no escaping.
+    let params: Vec<String> = page
+        .into_iter()
+        .flat_map(|p| {
+            [
+                p.limit.as_deref().map(|l| format!("limit={l}")),
+                p.cursor
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!("cursor={c}")),
+            ]
+        })
+        .flatten()
+        .collect();
+    if !params.is_empty() {
+        location = format!("{location}?{}", params.join("&"));
+    }
+    let location = HeaderValue::from_str(&location).map_err(|e| AppError::Internal(e.into()))?;
+    let mut response = private_json(&MergedQuestion {
+        id,
+        status: "merged".into(),
+        merged_into: target,
+    })?;
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(Some(response))
 }
 
 #[derive(sqlx::FromRow)]

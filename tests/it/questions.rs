@@ -564,7 +564,14 @@ async fn merging_a_duplicate_moves_votes_without_double_counting() {
     let (_, merged_target) = app.get_json(&format!("/api/v1/questions/{target}")).await;
     assert_eq!(merged_target["upvotes"], 2, "{merged_target}");
     assert_eq!(merged_target["downvotes"], 1);
-    let (_, merged_source) = app.get_json(&format!("/api/v1/questions/{source}")).await;
+    let (_, merged_source) = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("/api/v1/questions/{source}"),
+        &moderator[0].1,
+        None,
+    )
+    .await;
     assert_eq!(merged_source["status"], "merged");
     assert_eq!(merged_source["merged_into"], target.as_str());
     let votes: i64 =
@@ -977,5 +984,167 @@ async fn popular_similar_and_answers_are_item_envelopes_with_working_cursors() {
     );
     let (status, _) = app.get_json(&format!("{answers}?limit=0")).await;
     assert_eq!(status, 422);
+    app.stop().await;
+}
+
+/// (status, Location, body) of a GET that does not follow redirects.
+async fn get_unfollowed(app: &TestApp, path: &str, token: Option<&str>) -> (u16, String, Value) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let mut request = client.get(app.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().expect("ascii").to_owned())
+        .unwrap_or_default();
+    (
+        status,
+        location,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn hidden_removed_and_merged_questions_are_not_served_to_residents_but_moderators_read_them()
+{
+    let app = TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_QUESTIONS_USER", "100000/1d")
+        .env("CIVIC_FLAGS_TO_HIDE", "1")
+        .start()
+        .await;
+    let users = members(&app, 2).await;
+    let (author, flagger) = (&users[0].1, &users[1].1);
+    let moderator = &with_role(&app, 1, "moderator").await[0].1;
+    let admin = &with_role(&app, 1, "admin").await[0].1;
+    let candidate = &with_role(&app, 1, "candidate").await[0].1;
+    let id_of = |created: &Value| created["question"]["id"].as_str().expect("id").to_owned();
+    let hidden = id_of(
+        &ask(
+            &app,
+            author,
+            15,
+            "Why are the library hours being cut again?",
+        )
+        .await,
+    );
+    let removed = id_of(
+        &ask(
+            &app,
+            author,
+            15,
+            "Something off-topic that a moderator removes?",
+        )
+        .await,
+    );
+    let source = id_of(
+        &ask(
+            &app,
+            author,
+            15,
+            "When does the farmers market move downtown?",
+        )
+        .await,
+    );
+    let target = id_of(
+        &ask(
+            &app,
+            author,
+            15,
+            "Is the farmers market moving to the plaza?",
+        )
+        .await,
+    );
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/questions/{source}/answers"),
+        candidate,
+        Some(json!({"body": "In May, to the plaza."})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/questions/{hidden}/flags"),
+        flagger,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = moderate(&app, moderator, &removed, json!({"action": "remove"})).await;
+    assert_eq!(status, 200);
+    let (status, merge) = moderate(
+        &app,
+        moderator,
+        &source,
+        json!({"action": "merge", "target_id": target}),
+    )
+    .await;
+    assert_eq!(status, 200, "{merge}");
+    assert_eq!(merge["answers_moved"], 1, "{merge}");
+
+    for (id, status) in [(&hidden, "hidden"), (&removed, "removed")] {
+        for reader in [None, Some(author.as_str()), Some(flagger.as_str())] {
+            for path in [
+                format!("/api/v1/questions/{id}"),
+                format!("/api/v1/questions/{id}/answers"),
+            ] {
+                let (code, _, problem) = get_unfollowed(&app, &path, reader).await;
+                assert_eq!(code, 404, "{path} as {reader:?}: {problem}");
+                assert_eq!(problem["type"], "/problems/not-found");
+            }
+        }
+        for staff in [moderator, admin] {
+            let (code, _, body) =
+                get_unfollowed(&app, &format!("/api/v1/questions/{id}"), Some(staff)).await;
+            assert_eq!((code, &body["status"]), (200, &json!(status)), "{body}");
+        }
+    }
+
+    // A merged question points residents at its target, answers included.
+    let (code, location, pointer) =
+        get_unfollowed(&app, &format!("/api/v1/questions/{source}"), None).await;
+    assert_eq!(code, 308, "{pointer}");
+    assert_eq!(location, format!("/api/v1/questions/{target}"));
+    assert_eq!(pointer["merged_into"], target.as_str());
+    let (code, location, _) = get_unfollowed(
+        &app,
+        &format!("/api/v1/questions/{source}/answers?limit=5"),
+        Some(author),
+    )
+    .await;
+    assert_eq!(code, 308);
+    assert_eq!(
+        location,
+        format!("/api/v1/questions/{target}/answers?limit=5")
+    );
+    // A client that follows redirects lands on the target and its answers.
+    let (_, followed) = app.get_json(&format!("/api/v1/questions/{source}")).await;
+    assert_eq!(followed["id"], target.as_str());
+    assert_eq!(followed["answer_count"], 1);
+    let (_, answers) = app
+        .get_json(&format!("/api/v1/questions/{source}/answers"))
+        .await;
+    assert_eq!(
+        answers["items"][0]["body"], "In May, to the plaza.",
+        "{answers}"
+    );
+    let (code, _, body) = get_unfollowed(
+        &app,
+        &format!("/api/v1/questions/{source}"),
+        Some(moderator),
+    )
+    .await;
+    assert_eq!((code, &body["status"]), (200, &json!("merged")));
+    assert_eq!(body["answer_count"], 0);
     app.stop().await;
 }
