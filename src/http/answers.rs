@@ -17,15 +17,16 @@ use crate::auth::{AuthUser, Role};
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
-use crate::http::moderation::{invalidate_lists, question_key};
+use crate::http::moderation::question_key;
 use crate::http::pagination::{PageQuery, PageRequest, finish_page};
-use crate::http::practice::private_json;
-use crate::http::questions::{MergedQuestion, gate_read, lock_question};
+use crate::http::practice::{private_json, remember_write};
+use crate::http::questions::{MergedQuestion, after_write, gate_read, lock_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(post_answer, list_answers))
         .routes(routes!(edit_answer))
+        .routes(routes!(list_revisions))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -145,7 +146,8 @@ pub async fn post_answer(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    invalidate_lists(&state).await;
+    // The question's answer_count is in the lists.
+    after_write(&state, user.id).await;
     let mut response = private_json(&answer)?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)
@@ -203,6 +205,9 @@ pub async fn edit_answer(
     .await?
     .ok_or_else(|| AppError::NotFound("You have not answered this question.".into()))?;
     tx.commit().await?;
+    // Lists do not show answer bodies; the candidate's own next reads (the
+    // answers, the revisions) must show the edit, even from a replica.
+    remember_write(&state, user.id).await;
     private_json(&answer)
 }
 
@@ -299,4 +304,96 @@ async fn reader_freshness(state: &AppState, user: Option<&AuthUser>) -> Freshnes
         Some(user) => state.write_tokens.freshness(user.id).await,
         None => Freshness::Any,
     }
+}
+
+/// One version of an answer.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct AnswerRevision {
+    /// 1 for the original, then one more per edit.
+    pub revision: i32,
+    pub body: String,
+    /// When this version was written.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RevisionPage {
+    pub items: Vec<AnswerRevision>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Every version of a candidate's answer, newest first, with keyset
+/// pagination on the revision number. Public like the answer (the same rules
+/// for hidden, removed and merged questions); a candidate who just edited sees
+/// the edit at once.
+#[utoipa::path(get, path = "/questions/{id}/answers/{answer_id}/revisions", tag = "civic",
+    params(
+        ("id" = Uuid, Path, description = "Question id"),
+        ("answer_id" = Uuid, Path, description = "Answer id"),
+        PageQuery,
+    ),
+    responses(
+        (status = 200, description = "A page of versions, newest first", body = RevisionPage),
+        (status = 308, description = "The question was merged: the same answer under the target (see `Location`)", body = MergedQuestion,
+            headers(("Location" = String, description = "The revisions under the question it was merged into"))),
+        (status = 400, description = "An id is not a UUID, or an unknown query parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed), or no such answer to it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_revisions(
+    State(state): State<AppState>,
+    user: Option<AuthUser>,
+    AppPath((question_id, answer_id)): AppPath<(Uuid, Uuid)>,
+    AppQuery(query): AppQuery<PageQuery>,
+) -> AppResult<Response> {
+    let page: PageRequest<i32> = query.parse()?;
+    let created_at = question_key(question_id)?;
+    let (after, limit) = (page.after, page.limit);
+    let freshness = reader_freshness(&state, user.as_ref()).await;
+    let (question, answered, rows) = state
+        .db
+        .read_consistent(freshness, |pool| async move {
+            let question = question_status(&pool, question_id, created_at).await?;
+            let answered: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM answers WHERE id = $1 AND question_id = $2)",
+            )
+            .bind(answer_id)
+            .bind(question_id)
+            .fetch_one(&pool)
+            .await?;
+            // The primary key (answer_id, revision) serves this backwards.
+            let revisions = sqlx::query_as::<_, AnswerRevision>(
+                "SELECT revision, body, created_at FROM answer_revisions
+                  WHERE answer_id = $1 AND ($2::int4 IS NULL OR revision < $2)
+                  ORDER BY revision DESC LIMIT $3",
+            )
+            .bind(answer_id)
+            .bind(after)
+            .bind(limit + 1)
+            .fetch_all(&pool)
+            .await?;
+            Ok((question, answered, revisions))
+        })
+        .await?;
+    let (status, merged_into) =
+        question.ok_or_else(|| AppError::NotFound(format!("No question with id {question_id}")))?;
+    if let Some(pointer) = gate_read(
+        question_id,
+        &status,
+        merged_into,
+        user.as_ref(),
+        &format!("/answers/{answer_id}/revisions"),
+        Some(&query),
+    )? {
+        return Ok(pointer);
+    }
+    if !answered {
+        return Err(AppError::NotFound(format!(
+            "No answer with id {answer_id} to this question"
+        )));
+    }
+    let (items, next_cursor) = finish_page(rows, limit, |r| r.revision);
+    private_json(&RevisionPage { items, next_cursor })
 }

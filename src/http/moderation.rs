@@ -26,7 +26,7 @@ use crate::civic::ranking;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::practice::private_json;
-use crate::http::questions::{created_at_of, lock_question};
+use crate::http::questions::{after_write, created_at_of, lock_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,17 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 pub(crate) fn question_key(id: Uuid) -> AppResult<DateTime<Utc>> {
     created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))
-}
-
-pub(crate) async fn invalidate_lists(state: &AppState) {
-    state
-        .cache
-        .invalidate(crate::cache::Namespace::Questions)
-        .await;
-    state
-        .cache
-        .invalidate(crate::cache::Namespace::Popular)
-        .await;
 }
 
 /// A trimmed reason (empty = none): at most 200 characters, no control characters.
@@ -153,7 +142,7 @@ pub async fn flag_question(
     }
     tx.commit().await?;
     if hide {
-        invalidate_lists(&state).await;
+        after_write(&state, user.id).await;
     }
     let result = FlagResult {
         flag_count,
@@ -408,7 +397,7 @@ pub async fn moderate_question(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    invalidate_lists(&state).await;
+    after_write(&state, user.id).await;
     private_json(&ModerationResult {
         question_id: id,
         status: status.into(),

@@ -222,9 +222,12 @@ async fn spend_limit(
     }
 }
 
-/// After a CivicQ write commits: lists are invalidated everywhere, their
-/// loaders and the writer's own reads must see this write.
-async fn after_write(state: &AppState, user_id: Uuid) {
+/// After a CivicQ write that lists show commits (a question, a vote, an
+/// answer count, a moderation): lists are invalidated everywhere, and their
+/// loaders and the writer's own reads must see this write (consistency tokens
+/// for the list scope and the user) — without the list token, a loader could
+/// re-cache the old page from a replica that has not replayed the write yet.
+pub(crate) async fn after_write(state: &AppState, user_id: Uuid) {
     match state.db.current_lsn().await {
         Ok(lsn) => {
             state.write_tokens.record(user_id, lsn).await;

@@ -1148,3 +1148,138 @@ async fn hidden_removed_and_merged_questions_are_not_served_to_residents_but_mod
     assert_eq!(body["answer_count"], 0);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_candidate_sees_their_edit_and_its_history_at_once_while_the_replica_is_paused() {
+    let replica = crate::services::services().dedicated_replica().await;
+    // A generous lag bound keeps the paused replica in rotation: only the
+    // candidate's consistency token can keep their reads off it.
+    let app = TestApp::builder()
+        .replica_port(replica.port())
+        .env("DB_REPLICA_MAX_LAG", "60s")
+        .start()
+        .await;
+    app.wait_for_ready(
+        "replica in rotation",
+        std::time::Duration::from_secs(10),
+        |b| b["dependencies"]["replicas"][0]["in_rotation"] == true,
+    )
+    .await;
+    let member = &members(&app, 1).await[0].1;
+    let candidate = &with_role(&app, 1, "candidate").await[0].1;
+    let created = ask(
+        &app,
+        member,
+        16,
+        "Will you keep the branch libraries open on Sundays?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let answers = format!("/api/v1/questions/{id}/answers");
+    let (status, first) = send(
+        &app,
+        reqwest::Method::POST,
+        &answers,
+        candidate,
+        Some(json!({"body": "Yes, all of them."})),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let answer_id = first["id"].as_str().expect("id").to_owned();
+    let revisions = format!("{answers}/{answer_id}/revisions");
+
+    let replica_pool = sqlx::PgPool::connect(&replica.url(&app.db.name))
+        .await
+        .expect("replica connect");
+    crate::support::wait_for_catch_up(&app.db.primary_url, &replica.url(&app.db.name)).await;
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .expect("pause replay");
+
+    let (status, edited) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("{answers}/mine"),
+        candidate,
+        Some(json!({"body": "Yes, all of them, from 10 to 6."})),
+    )
+    .await;
+    assert_eq!((status, &edited["revision"]), (200, &json!(2)), "{edited}");
+    // The candidate's reads go to the primary: the edit is there at once.
+    let (_, history) = send(&app, reqwest::Method::GET, &revisions, candidate, None).await;
+    let versions: Vec<(i64, &str)> = history["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|r| {
+            (
+                r["revision"].as_i64().expect("n"),
+                r["body"].as_str().expect("body"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (2, "Yes, all of them, from 10 to 6."),
+            (1, "Yes, all of them.")
+        ],
+        "newest first: {history}"
+    );
+    let (_, listed) = send(&app, reqwest::Method::GET, &answers, candidate, None).await;
+    assert_eq!(
+        listed["items"][0]["body"],
+        "Yes, all of them, from 10 to 6."
+    );
+    assert!(
+        app.metric(
+            "db_read_fallbacks_total",
+            &[("reason", "replica_behind_writer")]
+        )
+        .await
+            >= 2.0
+    );
+    // Someone who wrote nothing reads the paused replica: the proof that the
+    // replica really is behind and that the token made the difference.
+    let (_, stale) = app.get_json(&revisions).await;
+    assert_eq!(
+        stale["items"].as_array().expect("items").len(),
+        1,
+        "{stale}"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .expect("resume replay");
+    crate::support::wait_for_catch_up(&app.db.primary_url, &replica.url(&app.db.name)).await;
+    // Pages, newest first; unknown or foreign answers are 404s.
+    let (_, page) = app.get_json(&format!("{revisions}?limit=1")).await;
+    assert_eq!(page["items"][0]["revision"], 2, "{page}");
+    let next = page["next_cursor"].as_str().expect("a second page");
+    let (_, page) = app
+        .get_json(&format!("{revisions}?limit=1&cursor={next}"))
+        .await;
+    assert_eq!(page["items"][0]["revision"], 1, "{page}");
+    assert_eq!(page["next_cursor"], Value::Null);
+    let other = ask(
+        &app,
+        member,
+        16,
+        "What will you do about the closed branch on 5th Street?",
+    )
+    .await;
+    let other = other["question"]["id"].as_str().expect("id");
+    for path in [
+        format!("{answers}/{}/revisions", Uuid::now_v7()),
+        format!("/api/v1/questions/{other}/answers/{answer_id}/revisions"),
+    ] {
+        let (status, problem) = app.get_json(&path).await;
+        assert_eq!(status, 404, "{path}: {problem}");
+    }
+    let (status, _) = app.get_json(&format!("{revisions}?cursor=x")).await;
+    assert_eq!(status, 422);
+    replica_pool.close().await;
+    app.stop().await;
+}
