@@ -581,6 +581,24 @@ async fn merging_a_duplicate_moves_votes_without_double_counting() {
             .await
             .expect("votes");
     assert_eq!(votes, 3, "one vote per user on the target");
+    let (moderator_id, action, target_id, reason): (Uuid, String, Option<Uuid>, Option<String>) =
+        sqlx::query_as(
+            "SELECT moderator_id, action, target_id, reason FROM moderation_log
+              WHERE question_id = $1",
+        )
+        .bind(Uuid::parse_str(&source).expect("uuid"))
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("one audit row");
+    assert_eq!(
+        (moderator_id, action.as_str(), target_id, reason.as_deref()),
+        (
+            moderator[0].0,
+            "merge",
+            Some(Uuid::parse_str(&target).expect("uuid")),
+            Some("duplicate")
+        )
+    );
     // A merged question takes no more votes, and cannot be merged again.
     let (status, _) = send(
         &app,
@@ -1281,5 +1299,81 @@ async fn a_candidate_sees_their_edit_and_its_history_at_once_while_the_replica_i
     let (status, _) = app.get_json(&format!("{revisions}?cursor=x")).await;
     assert_eq!(status, 422);
     replica_pool.close().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
+    let app = app().await;
+    let users = members(&app, 2).await;
+    let moderator = &with_role(&app, 1, "moderator").await[0];
+    let created = ask(
+        &app,
+        &users[0].1,
+        17,
+        "Buy cheap watches at my totally legit site?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    vote(&app, &users[1].1, &id, 1).await;
+    let (_, page) = app.get_json("/api/v1/cities/17/questions?sort=new").await;
+    assert_eq!(
+        page["items"][0]["id"],
+        id.as_str(),
+        "listed (and cached) before"
+    );
+
+    let (status, _) = moderate(&app, &users[1].1, &id, json!({"action": "remove"})).await;
+    assert_eq!(status, 403, "members cannot remove");
+    let (status, body) = moderate(
+        &app,
+        &moderator.1,
+        &id,
+        json!({"action": "remove", "reason": "spam"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "removed");
+    assert_eq!(body["votes_moved"], Value::Null);
+
+    for sort in ["new", "top", "hot"] {
+        let (_, page) = app
+            .get_json(&format!("/api/v1/cities/17/questions?sort={sort}"))
+            .await;
+        assert_eq!(page["items"], json!([]), "{sort}: {page}");
+    }
+    let (_, popular) = app.get_json("/api/v1/questions/popular").await;
+    assert_eq!(popular["items"], json!([]));
+    let (_, similar) = app
+        .get_json("/api/v1/questions/similar?city_id=17&q=cheap%20watches")
+        .await;
+    assert_eq!(similar["items"], json!([]));
+    assert_eq!(
+        app.get(&format!("/api/v1/questions/{id}")).await.status(),
+        404
+    );
+    let (status, _) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{id}/vote"),
+        &users[0].1,
+        Some(json!({"value": 1})),
+    )
+    .await;
+    assert_eq!(status, 409, "a removed question takes no votes");
+
+    let (moderator_id, action, target_id, reason): (Uuid, String, Option<Uuid>, Option<String>) =
+        sqlx::query_as(
+            "SELECT moderator_id, action, target_id, reason FROM moderation_log
+              WHERE question_id = $1",
+        )
+        .bind(Uuid::parse_str(&id).expect("uuid"))
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("one audit row");
+    assert_eq!(
+        (moderator_id, action.as_str(), target_id, reason.as_deref()),
+        (moderator.0, "remove", None, Some("spam"))
+    );
     app.stop().await;
 }
