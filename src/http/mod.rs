@@ -11,6 +11,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod leaderboard;
 pub mod moderation;
+pub mod moderation_queue;
 pub mod observe;
 pub mod operations;
 pub mod pagination;
@@ -39,6 +40,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(leaderboard::router())
         .merge(questions::router())
         .merge(moderation::router())
+        .merge(moderation_queue::router())
         .merge(answers::router())
 }
 

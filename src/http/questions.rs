@@ -81,7 +81,7 @@ pub struct QuestionView {
     pub created_at: DateTime<Utc>,
 }
 
-const VIEW_COLUMNS: &str = "q.id, q.city_id, q.author_id, u.display_name AS author_name, q.body, \
+pub(crate) const VIEW_COLUMNS: &str = "q.id, q.city_id, q.author_id, u.display_name AS author_name, q.body, \
      q.tags, q.status, q.merged_into, q.upvotes, q.downvotes, q.score, q.answer_count, q.created_at";
 
 /// One question with the caller's own vote.

@@ -1377,3 +1377,192 @@ async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
     );
     app.stop().await;
 }
+
+/// Every item of a paged moderation endpoint, as `token`.
+async fn all_pages_as(app: &TestApp, token: &str, first: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut path = first.to_owned();
+    loop {
+        let (status, page) = send(app, reqwest::Method::GET, &path, token, None).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        items.extend(page["items"].as_array().expect("items").iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(next) => path = format!("{first}&cursor={next}"),
+            None => return items,
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_moderation_queue_and_log_are_for_moderators_and_page_newest_first() {
+    let app = TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_QUESTIONS_USER", "100000/1d")
+        .env("CIVIC_FLAGS_TO_HIDE", "2")
+        .start()
+        .await;
+    let users = members(&app, 3).await;
+    let moderator = &with_role(&app, 1, "moderator").await[0];
+    let admin = &with_role(&app, 1, "admin").await[0].1;
+    let candidate = &with_role(&app, 1, "candidate").await[0].1;
+    let mut ids = Vec::new();
+    for topic in ["a stadium", "a casino", "a landfill", "a tollway"] {
+        let created = ask(
+            &app,
+            &users[0].1,
+            18,
+            &format!("Who really profits from {topic}?"),
+        )
+        .await;
+        ids.push(created["question"]["id"].as_str().expect("id").to_owned());
+    }
+    let flag = |id: String, token: String, reason: &'static str| {
+        let app = &app;
+        async move {
+            let (status, body) = send(
+                app,
+                reqwest::Method::POST,
+                &format!("/api/v1/questions/{id}/flags"),
+                &token,
+                Some(json!({"reason": reason})),
+            )
+            .await;
+            assert_eq!(status, 201, "{body}");
+        }
+    };
+    // The first three are hidden (two flags each); the last is only flagged.
+    for id in &ids[..3] {
+        flag(id.clone(), users[1].1.clone(), "rude").await;
+        flag(id.clone(), users[2].1.clone(), "off-topic").await;
+    }
+    flag(ids[3].clone(), users[1].1.clone(), "rumour").await;
+
+    let queue = "/api/v1/moderation/questions";
+    let log = "/api/v1/moderation/log";
+    for path in [queue, log] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 401, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        for token in [&users[0].1, candidate] {
+            let (status, problem) = send(&app, reqwest::Method::GET, path, token, None).await;
+            assert_eq!(status, 403, "{path}: {problem}");
+            assert_eq!(problem["type"], "/problems/forbidden");
+        }
+        let (status, _) = send(&app, reqwest::Method::GET, path, admin, None).await;
+        assert_eq!(status, 200, "admins moderate too");
+    }
+    for bad in [
+        "status=visible",
+        "status=",
+        "limit=0",
+        "cursor=zzz",
+        "colour=red",
+    ] {
+        let (status, problem) = send(
+            &app,
+            reqwest::Method::GET,
+            &format!("{queue}?{bad}"),
+            &moderator.1,
+            None,
+        )
+        .await;
+        assert!(status == 422 || status == 400, "{bad}: {status} {problem}");
+    }
+
+    // Hidden (the default status): newest first, in pages, with the flags.
+    let hidden = all_pages_as(&app, &moderator.1, &format!("{queue}?limit=2")).await;
+    let hidden_ids: Vec<&str> = hidden
+        .iter()
+        .map(|q| q["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(hidden_ids, [&ids[2], &ids[1], &ids[0]], "newest first");
+    assert_eq!(hidden[0]["status"], "hidden");
+    assert_eq!(hidden[0]["flag_count"], 2);
+    assert_eq!(
+        hidden[0]["flag_reasons"],
+        json!(["off-topic", "rude"]),
+        "newest first"
+    );
+    let flagged = all_pages_as(
+        &app,
+        &moderator.1,
+        &format!("{queue}?status=flagged&limit=2"),
+    )
+    .await;
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(
+        (&flagged[0]["id"], &flagged[0]["status"]),
+        (&json!(ids[3]), &json!("visible"))
+    );
+
+    // Decisions leave the queue at once (read-your-writes) and enter the log.
+    let (status, _) = moderate(
+        &app,
+        &moderator.1,
+        &ids[0],
+        json!({"action": "remove", "reason": "abuse"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = moderate(&app, &moderator.1, &ids[1], json!({"action": "approve"})).await;
+    assert_eq!(status, 200);
+    let hidden = all_pages_as(
+        &app,
+        &moderator.1,
+        &format!("{queue}?status=hidden&limit=2"),
+    )
+    .await;
+    assert_eq!(hidden.len(), 1);
+    assert_eq!(hidden[0]["id"], ids[2].as_str());
+    let removed = all_pages_as(&app, &moderator.1, &format!("{queue}?status=removed")).await;
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0]["id"], ids[0].as_str());
+
+    let entries = all_pages_as(&app, &moderator.1, &format!("{log}?limit=2")).await;
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(
+        actions,
+        ["approve", "remove", "auto_hide", "auto_hide", "auto_hide"]
+    );
+    let entry_ids: Vec<i64> = entries
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
+    assert!(
+        entry_ids.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {entry_ids:?}"
+    );
+    assert_eq!(entries[1]["question_id"], ids[0].as_str());
+    assert_eq!(entries[1]["actor_id"], moderator.0.to_string());
+    assert_eq!(entries[1]["reason"], "abuse");
+    assert_eq!(entries[1]["target_id"], Value::Null);
+    // The auto_hide actor is the member whose flag reached the threshold.
+    assert_eq!(entries[2]["actor_id"], users[2].0.to_string());
+    let one = all_pages_as(
+        &app,
+        &moderator.1,
+        &format!("{log}?question_id={}&limit=1", ids[0]),
+    )
+    .await;
+    let actions: Vec<&str> = one
+        .iter()
+        .map(|e| e["action"].as_str().expect("action"))
+        .collect();
+    assert_eq!(actions, ["remove", "auto_hide"]);
+    let (status, _) = send(
+        &app,
+        reqwest::Method::GET,
+        &format!("{log}?question_id=nope"),
+        &moderator.1,
+        None,
+    )
+    .await;
+    assert_eq!(status, 422);
+    app.stop().await;
+}
