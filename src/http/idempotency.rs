@@ -181,7 +181,7 @@ async fn claim(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Option<Res
         .await?;
     if !insert_key(tx, guard).await? {
         // A replay: the transaction ends without writing anything.
-        return replay(tx, guard).await.map(Some);
+        return replay_claimed(tx, guard).await.map(Some);
     }
     // Back to the session's own setting (the server's, the database's or the
     // role's: the pools never SET it per session) for the guarded write.
@@ -215,9 +215,9 @@ async fn insert_key(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<bool>
 }
 
 /// The stored response for a key that was already used (a 422 if it was used
-/// for a different request).
-async fn replay(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Response> {
-    let stored = sqlx::query_as::<_, (Vec<u8>, Option<i16>, Option<Vec<u8>>)>(
+/// for a different request), read in the claiming transaction.
+async fn replay_claimed(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Response> {
+    let stored = sqlx::query_as::<_, Stored>(
         "SELECT request_hash, status, body FROM idempotency_keys
           WHERE user_id = $1 AND key = $2",
     )
@@ -225,6 +225,15 @@ async fn replay(tx: &mut PgConnection, guard: &Guard<'_>) -> AppResult<Response>
     .bind(guard.key.as_str())
     .fetch_one(&mut *tx)
     .await?;
+    stored_response(guard, stored)
+}
+
+/// A key's row: the request's fingerprint and the stored response.
+type Stored = (Vec<u8>, Option<i16>, Option<Vec<u8>>);
+
+/// The response to replay from a committed key, or a 422 when the key was
+/// used for another request.
+fn stored_response(guard: &Guard<'_>, stored: Stored) -> AppResult<Response> {
     let (request_hash, status, body) = stored;
     if request_hash != guard.fingerprint {
         return Err(AppError::validation(
@@ -284,18 +293,24 @@ fn json_response(status: StatusCode, body: Bytes, replayed: bool) -> Response {
     response
 }
 
-/// Whether `key` already holds a stored response for `user` (so a request with
-/// it will be a replay); for skipping side effects such as rate limits.
-pub async fn is_recorded(pool: &PgPool, user_id: Uuid, key: &IdempotencyKey) -> AppResult<bool> {
-    Ok(sqlx::query_scalar::<_, bool>(
-        "SELECT EXISTS (SELECT 1 FROM idempotency_keys
-                         WHERE user_id = $1 AND key = $2 AND created_at >= now() - $3::interval)",
+/// The stored response of an earlier request with this key, if one committed
+/// (a 422 if it was a different request). A handler calls it before checks
+/// that the earlier request's own write would now fail, such as a rate limit
+/// or a duplicate check, so that a retry is answered as the first request was.
+/// A request still in flight is not visible here; [`transaction`] waits for it.
+pub async fn replay(pool: &PgPool, guard: &Guard<'_>) -> AppResult<Option<Response>> {
+    let stored = sqlx::query_as::<_, Stored>(
+        "SELECT request_hash, status, body FROM idempotency_keys
+          WHERE user_id = $1 AND key = $2 AND created_at >= now() - $3::interval",
     )
-    .bind(user_id)
-    .bind(key.as_str())
+    .bind(guard.user_id)
+    .bind(guard.key.as_str())
     .bind(RETENTION)
-    .fetch_one(pool)
-    .await?)
+    .fetch_optional(pool)
+    .await?;
+    stored
+        .map(|stored| stored_response(guard, stored))
+        .transpose()
 }
 
 /// Deletes keys past their retention; returns how many.

@@ -2,6 +2,7 @@
 //! Handlers stay thin: parse, authorize, call the data/domain layer, shape the response.
 
 pub mod admin;
+pub mod answers;
 pub mod auth;
 pub mod caching;
 pub mod cities;
@@ -10,6 +11,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod leaderboard;
 pub mod moderation;
+pub mod moderation_queue;
 pub mod observe;
 pub mod operations;
 pub mod pagination;
@@ -38,6 +40,8 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(leaderboard::router())
         .merge(questions::router())
         .merge(moderation::router())
+        .merge(moderation_queue::router())
+        .merge(answers::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

@@ -1,4 +1,4 @@
-//! CivicQ moderation and candidate answers.
+//! CivicQ moderation.
 //!
 //! - `POST /questions/{id}/flags`: one flag per user (primary key); after
 //!   `CIVIC_FLAGS_TO_HIDE` distinct flags the question is hidden until a
@@ -7,13 +7,12 @@
 //!   `remove`, or `merge` into another question of the same city. Merging
 //!   moves votes without double counting: a user who voted on both keeps
 //!   their vote on the target; the target's counters are recomputed from its
-//!   votes. Every action is written to `moderation_log` in its transaction.
-//! - Candidate answers: one per candidate per question, editable, every
-//!   version kept in `answer_revisions`.
+//!   votes, and answers move too (one per candidate on the target). Every
+//!   action is written to `moderation_log` in its transaction.
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -27,29 +26,16 @@ use crate::civic::ranking;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::practice::private_json;
-use crate::http::questions::{created_at_of, lock_question};
+use crate::http::questions::{after_write, created_at_of, lock_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(flag_question))
         .routes(routes!(moderate_question))
-        .routes(routes!(post_answer, list_answers))
-        .routes(routes!(edit_answer))
 }
 
-fn question_key(id: Uuid) -> AppResult<DateTime<Utc>> {
+pub(crate) fn question_key(id: Uuid) -> AppResult<DateTime<Utc>> {
     created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))
-}
-
-async fn invalidate_lists(state: &AppState) {
-    state
-        .cache
-        .invalidate(crate::cache::Namespace::Questions)
-        .await;
-    state
-        .cache
-        .invalidate(crate::cache::Namespace::Popular)
-        .await;
 }
 
 /// A trimmed reason (empty = none): at most 200 characters, no control characters.
@@ -156,7 +142,7 @@ pub async fn flag_question(
     }
     tx.commit().await?;
     if hide {
-        invalidate_lists(&state).await;
+        after_write(&state, user.id).await;
     }
     let result = FlagResult {
         flag_count,
@@ -193,6 +179,9 @@ pub struct ModerationResult {
     pub status: String,
     /// For `merge`: votes moved to the target (voters of both kept one vote).
     pub votes_moved: Option<i64>,
+    /// For `merge`: answers moved to the target (a candidate who answered
+    /// both keeps the target's answer there).
+    pub answers_moved: Option<i64>,
 }
 
 /// Approves (visible again, flags cleared), removes, or merges a question
@@ -267,6 +256,7 @@ pub async fn moderate_question(
         ));
     }
     let mut votes_moved = None;
+    let mut answers_moved = None;
     let status = match request.action {
         ModerationAction::Approve => {
             sqlx::query(
@@ -361,6 +351,32 @@ pub async fn moderate_question(
             .execute(&mut *tx)
             .await?;
             votes_moved = Some(i64::try_from(moved).unwrap_or(i64::MAX));
+            // Answers follow the votes, since residents are pointed at the
+            // target: each candidate keeps one answer there (an answer to
+            // both stays here, where moderators still read it).
+            let answers = sqlx::query(
+                "UPDATE answers SET question_id = $2
+                  WHERE question_id = $1
+                    AND candidate_id NOT IN (SELECT candidate_id FROM answers WHERE question_id = $2)",
+            )
+            .bind(id)
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let answers = i32::try_from(answers).unwrap_or(i32::MAX);
+            for (at, q, delta) in [(target_at, target_id, answers), (created_at, id, -answers)] {
+                sqlx::query(
+                    "UPDATE questions SET answer_count = answer_count + $3
+                      WHERE created_at = $1 AND id = $2",
+                )
+                .bind(at)
+                .bind(q)
+                .bind(delta)
+                .execute(&mut *tx)
+                .await?;
+            }
+            answers_moved = Some(i64::from(answers));
             "merged"
         }
     };
@@ -381,230 +397,11 @@ pub async fn moderate_question(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    invalidate_lists(&state).await;
+    after_write(&state, user.id).await;
     private_json(&ModerationResult {
         question_id: id,
         status: status.into(),
         votes_moved,
+        answers_moved,
     })
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AnswerRequest {
-    /// 1 to 5,000 characters (line breaks allowed).
-    #[schema(
-        min_length = 1,
-        max_length = 5000,
-        pattern = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$"
-    )]
-    pub body: String,
-}
-
-#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
-pub struct AnswerView {
-    pub id: Uuid,
-    pub question_id: Uuid,
-    pub candidate_id: Uuid,
-    pub candidate_name: String,
-    pub body: String,
-    /// 1 for the original; each edit adds one (all versions are kept).
-    pub revision: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-fn answer_body(raw: &str) -> AppResult<String> {
-    let body = raw.trim();
-    let chars = body.chars().count();
-    if chars == 0 || chars > 5000 || body.chars().any(|c| c.is_control() && !c.is_whitespace()) {
-        return Err(AppError::validation(
-            "body",
-            "must be 1 to 5000 characters of text",
-        ));
-    }
-    Ok(body.to_owned())
-}
-
-const ANSWER_COLUMNS: &str = "a.id, a.question_id, a.candidate_id, u.display_name AS candidate_name, \
-     a.body, a.revision, a.created_at, a.updated_at";
-
-/// A candidate answers a question (role candidate; one answer per question —
-/// edit it with PUT).
-#[utoipa::path(post, path = "/questions/{id}/answers", tag = "civic",
-    security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Question id")),
-    request_body = AnswerRequest,
-    responses(
-        (status = 201, description = "The answer", body = AnswerView),
-        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already answered (edit it instead), or the question is closed", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn post_answer(
-    State(state): State<AppState>,
-    user: AuthUser,
-    AppPath(question_id): AppPath<Uuid>,
-    AppJson(request): AppJson<AnswerRequest>,
-) -> AppResult<Response> {
-    user.require(&[Role::Candidate])?;
-    let body = answer_body(&request.body)?;
-    let created_at = question_key(question_id)?;
-    let mut tx = state.db.write().begin().await?;
-    let status = lock_question(&mut tx, question_id, created_at)
-        .await?
-        .map(|(status, _)| status);
-    match status.as_deref() {
-        None => {
-            return Err(AppError::NotFound(format!(
-                "No question with id {question_id}"
-            )));
-        }
-        Some("visible") => {}
-        Some(other) => {
-            return Err(AppError::Conflict(format!("This question is {other}.")));
-        }
-    }
-    let id = Uuid::now_v7();
-    let inserted = sqlx::query(
-        "INSERT INTO answers (id, question_id, candidate_id, body) VALUES ($1, $2, $3, $4)
-         ON CONFLICT ON CONSTRAINT answers_one_per_candidate DO NOTHING",
-    )
-    .bind(id)
-    .bind(question_id)
-    .bind(user.id)
-    .bind(&body)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Err(AppError::Conflict(
-            "You already answered this question; edit your answer instead.".into(),
-        ));
-    }
-    sqlx::query("INSERT INTO answer_revisions (answer_id, revision, body) VALUES ($1, 1, $2)")
-        .bind(id)
-        .bind(&body)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE questions SET answer_count = answer_count + 1 WHERE created_at = $1 AND id = $2",
-    )
-    .bind(created_at)
-    .bind(question_id)
-    .execute(&mut *tx)
-    .await?;
-    let answer = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
-        "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id WHERE a.id = $1"
-    )))
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    invalidate_lists(&state).await;
-    let mut response = private_json(&answer)?;
-    *response.status_mut() = StatusCode::CREATED;
-    Ok(response)
-}
-
-/// Edits the caller's answer to a question, keeping the previous versions.
-#[utoipa::path(put, path = "/questions/{id}/answers/mine", tag = "civic",
-    security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "Question id")),
-    request_body = AnswerRequest,
-    responses(
-        (status = 200, description = "The edited answer", body = AnswerView),
-        (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "You have not answered this question", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn edit_answer(
-    State(state): State<AppState>,
-    user: AuthUser,
-    AppPath(question_id): AppPath<Uuid>,
-    AppJson(request): AppJson<AnswerRequest>,
-) -> AppResult<Response> {
-    user.require(&[Role::Candidate])?;
-    let body = answer_body(&request.body)?;
-    let mut tx = state.db.write().begin().await?;
-    let updated: Option<(Uuid, i32)> = sqlx::query_as(
-        "UPDATE answers SET body = $3, revision = revision + 1, updated_at = now()
-          WHERE question_id = $1 AND candidate_id = $2 AND body <> $3
-          RETURNING id, revision",
-    )
-    .bind(question_id)
-    .bind(user.id)
-    .bind(&body)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some((id, revision)) = updated {
-        sqlx::query("INSERT INTO answer_revisions (answer_id, revision, body) VALUES ($1, $2, $3)")
-            .bind(id)
-            .bind(revision)
-            .bind(&body)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let answer = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
-        "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
-          WHERE a.question_id = $1 AND a.candidate_id = $2"
-    )))
-    .bind(question_id)
-    .bind(user.id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .ok_or_else(|| AppError::NotFound("You have not answered this question.".into()))?;
-    tx.commit().await?;
-    private_json(&answer)
-}
-
-/// The candidates' answers to a question, oldest first.
-#[utoipa::path(get, path = "/questions/{id}/answers", tag = "civic",
-    params(("id" = Uuid, Path, description = "Question id")),
-    responses(
-        (status = 200, description = "Answers", body = [AnswerView]),
-        (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn list_answers(
-    State(state): State<AppState>,
-    AppPath(question_id): AppPath<Uuid>,
-) -> AppResult<Response> {
-    let created_at = question_key(question_id)?;
-    let (exists, answers) = state
-        .db
-        .read(|pool| async move {
-            let exists: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM questions WHERE created_at = $1 AND id = $2)",
-            )
-            .bind(created_at)
-            .bind(question_id)
-            .fetch_one(&pool)
-            .await?;
-            let answers = sqlx::query_as::<_, AnswerView>(sqlx::AssertSqlSafe(format!(
-                "SELECT {ANSWER_COLUMNS} FROM answers a JOIN users u ON u.id = a.candidate_id
-                  WHERE a.question_id = $1 ORDER BY a.created_at"
-            )))
-            .bind(question_id)
-            .fetch_all(&pool)
-            .await?;
-            Ok((exists, answers))
-        })
-        .await?;
-    if !exists {
-        return Err(AppError::NotFound(format!(
-            "No question with id {question_id}"
-        )));
-    }
-    Ok((StatusCode::OK, private_json(&answers)?).into_response())
 }

@@ -23,15 +23,16 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Role};
 use crate::cache::Namespace;
 use crate::civic::ranking::{self, Sort};
 use crate::civic::text;
+use crate::civic::visibility::{self, Visibility};
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, PROBLEM_CONTENT_TYPE, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
-use crate::http::pagination::{PageQuery, PageRequest, bounded_int, finish_page};
+use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::http::practice::private_json;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -80,7 +81,7 @@ pub struct QuestionView {
     pub created_at: DateTime<Utc>,
 }
 
-const VIEW_COLUMNS: &str = "q.id, q.city_id, q.author_id, u.display_name AS author_name, q.body, \
+pub(crate) const VIEW_COLUMNS: &str = "q.id, q.city_id, q.author_id, u.display_name AS author_name, q.body, \
      q.tags, q.status, q.merged_into, q.upvotes, q.downvotes, q.score, q.answer_count, q.created_at";
 
 /// One question with the caller's own vote.
@@ -201,21 +202,14 @@ async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
         .ok_or_else(|| AppError::NotFound(format!("No city with id {city_id}")))
 }
 
-/// Takes one unit of a per-user limit, unless the request is the replay of
-/// one that already succeeded (same Idempotency-Key): a retry is not a new
-/// question or vote and must not be refused as one.
+/// Takes one unit of a per-user limit (callers answer replays before this:
+/// a retry is not a new question or vote and must not be refused as one).
 async fn spend_limit(
     state: &AppState,
     user_id: Uuid,
-    key: Option<&IdempotencyKey>,
     limiter: &str,
     quota: crate::ratelimit::Quota,
 ) -> AppResult<()> {
-    if let Some(key) = key
-        && idempotency::is_recorded(state.db.write(), user_id, key).await?
-    {
-        return Ok(());
-    }
     let decision = state
         .auth
         .limiter
@@ -228,9 +222,12 @@ async fn spend_limit(
     }
 }
 
-/// After a CivicQ write commits: lists are invalidated everywhere, their
-/// loaders and the writer's own reads must see this write.
-async fn after_write(state: &AppState, user_id: Uuid) {
+/// After a CivicQ write that lists show commits (a question, a vote, an
+/// answer count, a moderation): lists are invalidated everywhere, and their
+/// loaders and the writer's own reads must see this write (consistency tokens
+/// for the list scope and the user) — without the list token, a loader could
+/// re-cache the old page from a replica that has not replayed the write yet.
+pub(crate) async fn after_write(state: &AppState, user_id: Uuid) {
     match state.db.current_lsn().await {
         Ok(lsn) => {
             state.write_tokens.record(user_id, lsn).await;
@@ -282,8 +279,26 @@ pub async fn create_question(
         return Err(AppError::Validation(errors));
     };
     city_exists(&state, city_id).await?;
+    let fingerprint =
+        idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
+    let guard = key.as_ref().map(|key| Guard {
+        user_id: user.id,
+        key,
+        fingerprint,
+    });
 
+    // The search runs before the replay check, on purpose: a question it
+    // finds is committed, and so is the Idempotency-Key stored in the same
+    // transaction, so a retry whose first attempt created one of these
+    // matches is always answered with its stored 201 below, never refused as
+    // a duplicate of itself. (A first attempt still in flight is invisible to
+    // both; the guarded transaction waits for it and replays it.)
     let similar = find_similar(&state, city_id, &body, 5).await?;
+    if let Some(guard) = &guard
+        && let Some(replay) = idempotency::replay(state.db.write(), guard).await?
+    {
+        return Ok(replay);
+    }
     let duplicates: Vec<SimilarQuestion> = similar
         .iter()
         .filter(|s| f64::from(s.similarity) >= state.config.civic.duplicate_similarity)
@@ -292,21 +307,13 @@ pub async fn create_question(
     if request.reject_duplicates && !duplicates.is_empty() {
         return Ok(duplicate_response(duplicates));
     }
-    let fingerprint =
-        idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
     spend_limit(
         &state,
         user.id,
-        key.as_ref(),
         "questions-user",
         state.config.civic.questions_per_user,
     )
     .await?;
-    let guard = key.as_ref().map(|key| Guard {
-        user_id: user.id,
-        key,
-        fingerprint,
-    });
     let id = Uuid::now_v7();
     let created_at = created_at_of(id)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("UUIDv7 without a timestamp")))?;
@@ -548,60 +555,73 @@ struct HotRow {
     hot: f64,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct PopularQuery {
-    /// How many, 1 to 50 (default 10).
-    #[param(value_type = Option<i64>, minimum = 1, maximum = 50)]
-    pub limit: Option<String>,
-}
-
-/// The hottest visible questions across all cities. Public and cached.
+/// The hottest visible questions across all cities, with keyset pagination
+/// on (`hot`, id) (the `questions_popular` index). Public and cached.
 #[utoipa::path(get, path = "/questions/popular", tag = "civic",
-    params(PopularQuery),
+    params(PageQuery),
     responses(
-        (status = 200, description = "Popular questions, hottest first", body = [QuestionView]),
+        (status = 200, description = "A page of questions, hottest first", body = QuestionPage),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Unknown query parameter", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid limit", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid limit or cursor", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn popular_questions(
     State(state): State<AppState>,
     headers: HeaderMap,
-    AppQuery(query): AppQuery<PopularQuery>,
+    AppQuery(query): AppQuery<PageQuery>,
 ) -> AppResult<Response> {
-    let limit: i64 = match query.limit.as_deref() {
-        None => 10,
-        Some(raw) => bounded_int(raw, 1..=50)
-            .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
-    };
+    // Validated before the cache is consulted: a bad cursor is never a key.
+    let page: PageRequest<(f64, Uuid)> = query.parse()?;
+    let key = format!(
+        "page:{}:{}",
+        page.limit,
+        query.cursor.as_deref().unwrap_or("")
+    );
     let cached = state
         .cache
-        .get_or_load(Namespace::Popular, &format!("top:{limit}"), || async {
+        .get_or_load(Namespace::Popular, &key, || async {
             let freshness = state.write_tokens.freshness_scope(LISTS_SCOPE).await;
+            // NULL cursor columns switch the keyset predicate off (first page).
             let sql = format!(
-                "SELECT {VIEW_COLUMNS} FROM questions q JOIN users u ON u.id = q.author_id
+                "SELECT {VIEW_COLUMNS}, q.hot FROM questions q JOIN users u ON u.id = q.author_id
                   WHERE q.status = 'visible'
-                  ORDER BY q.hot DESC, q.id DESC LIMIT $1"
+                    AND ($1::float8 IS NULL OR (q.hot, q.id) < ($1, $2))
+                  ORDER BY q.hot DESC, q.id DESC LIMIT $3"
             );
-            let rows: Vec<QuestionView> = state
+            let (after, limit) = (page.after, page.limit);
+            let rows: Vec<HotRow> = state
                 .db
                 .read_consistent(freshness, |pool| {
                     let sql = sql.clone();
                     async move {
-                        sqlx::query_as::<_, QuestionView>(sqlx::AssertSqlSafe(sql))
-                            .bind(limit)
+                        sqlx::query_as::<_, HotRow>(sqlx::AssertSqlSafe(sql))
+                            .bind(after.map(|(hot, _)| hot))
+                            .bind(after.map(|(_, id)| id))
+                            .bind(limit + 1)
                             .fetch_all(&pool)
                             .await
                     }
                 })
                 .await?;
-            Ok::<_, AppError>(rows)
+            let (rows, next_cursor) = finish_page(rows, limit, |r| (r.hot, r.question.id));
+            Ok::<_, AppError>(QuestionPage {
+                items: rows.into_iter().map(|r| r.question).collect(),
+                next_cursor,
+            })
         })
         .await?;
     Ok(cached.respond(&headers, LIST_CACHE))
+}
+
+/// The similar questions of `GET /questions/similar`: a bounded list (the 10
+/// best matches), so `next_cursor` is always null; the envelope is the one
+/// every list endpoint uses.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SimilarPage {
+    pub items: Vec<SimilarQuestion>,
+    /// Always null: the 10 best matches are the whole answer.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -622,11 +642,12 @@ pub struct SimilarQuery {
 }
 
 /// Questions of a city similar to a text (trigram similarity or full-text
-/// match), best first: lets a client suggest voting instead of re-asking.
+/// match), best first, at most 10 (`next_cursor` is always null): lets a
+/// client suggest voting instead of re-asking.
 #[utoipa::path(get, path = "/questions/similar", tag = "civic",
     params(SimilarQuery),
     responses(
-        (status = 200, description = "Similar questions", body = [SimilarQuestion]),
+        (status = 200, description = "Up to 10 similar questions, best first", body = SimilarPage),
         (status = 400, description = "Missing or unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid city id or text", body = Problem, content_type = "application/problem+json"),
@@ -654,17 +675,25 @@ pub async fn similar_questions(
         return Err(AppError::Validation(errors));
     };
     city_exists(&state, city_id).await?;
-    let similar = find_similar(&state, city_id, &q, 10).await?;
-    private_json(&similar)
+    let items = find_similar(&state, city_id, &q, 10).await?;
+    private_json(&SimilarPage {
+        items,
+        next_cursor: None,
+    })
 }
 
-/// One question, with the caller's vote when signed in.
+/// One question, with the caller's vote when signed in. Hidden and removed
+/// questions are 404 except to moderators and admins; a merged one answers
+/// 308 with `Location` pointing at the question it was merged into (moderators
+/// and admins read it as it is).
 #[utoipa::path(get, path = "/questions/{id}", tag = "civic",
     params(("id" = Uuid, Path, description = "Question id")),
     responses(
         (status = 200, description = "The question", body = QuestionDetail),
+        (status = 308, description = "Merged into another question (see `Location`)", body = MergedQuestion,
+            headers(("Location" = String, description = "The question it was merged into"))),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_question(
@@ -674,7 +703,7 @@ pub async fn get_question(
 ) -> AppResult<Response> {
     let not_found = || AppError::NotFound(format!("No question with id {id}"));
     let created_at = created_at_of(id).ok_or_else(not_found)?;
-    let user_id = user.map(|u| u.id);
+    let user_id = user.as_ref().map(|u| u.id);
     let freshness = match user_id {
         Some(u) => state.write_tokens.freshness(u).await,
         None => Freshness::Any,
@@ -701,10 +730,85 @@ pub async fn get_question(
         })
         .await?;
     let row = row.ok_or_else(not_found)?;
+    let question = &row.question;
+    if let Some(pointer) = gate_read(
+        id,
+        &question.status,
+        question.merged_into,
+        user.as_ref(),
+        "",
+        None,
+    )? {
+        return Ok(pointer);
+    }
     private_json(&QuestionDetail {
         question: row.question,
         my_vote: row.my_vote,
     })
+}
+
+/// What residents get for a merged question: where it went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MergedQuestion {
+    pub id: Uuid,
+    /// Always `merged`.
+    pub status: String,
+    /// The question it was merged into (also in `Location`).
+    pub merged_into: Uuid,
+}
+
+/// Whether the caller reads questions in every moderation status.
+pub fn is_moderator(user: Option<&AuthUser>) -> bool {
+    user.is_some_and(|u| matches!(u.role, Role::Moderator | Role::Admin))
+}
+
+/// Applies [`visibility::for_reader`] to a read of question `id` (or of its
+/// sub-resource `suffix`, e.g. `/answers`): `None` to serve it, a 404, or
+/// `Some` 308 pointing at the same sub-resource of the merge target, with
+/// `page`'s (validated) limit and cursor carried over.
+pub fn gate_read(
+    id: Uuid,
+    status: &str,
+    merged_into: Option<Uuid>,
+    user: Option<&AuthUser>,
+    suffix: &str,
+    page: Option<&PageQuery>,
+) -> AppResult<Option<Response>> {
+    let target = match visibility::for_reader(status, merged_into, is_moderator(user)) {
+        Visibility::Shown => return Ok(None),
+        Visibility::NotFound => {
+            return Err(AppError::NotFound(format!("No question with id {id}")));
+        }
+        Visibility::MergedInto(target) => target,
+    };
+    let mut location = format!("/api/v1/questions/{target}{suffix}");
+    // Both values were validated (digits; an unpadded base64url cursor), so
+    // they need no escaping.
+    let params: Vec<String> = page
+        .into_iter()
+        .flat_map(|p| {
+            [
+                p.limit.as_deref().map(|l| format!("limit={l}")),
+                p.cursor
+                    .as_deref()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| format!("cursor={c}")),
+            ]
+        })
+        .flatten()
+        .collect();
+    if !params.is_empty() {
+        location = format!("{location}?{}", params.join("&"));
+    }
+    let location = HeaderValue::from_str(&location).map_err(|e| AppError::Internal(e.into()))?;
+    let mut response = private_json(&MergedQuestion {
+        id,
+        status: "merged".into(),
+        merged_into: target,
+    })?;
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(Some(response))
 }
 
 #[derive(sqlx::FromRow)]
@@ -801,20 +905,25 @@ async fn vote(
 ) -> AppResult<Response> {
     let created_at =
         created_at_of(id).ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))?;
-    spend_limit(
-        state,
-        user.id,
-        key.as_ref(),
-        "votes-user",
-        state.config.civic.votes_per_user,
-    )
-    .await?;
     let fingerprint = idempotency::fingerprint(method, &format!("/questions/{id}/vote"), &value)?;
     let guard = key.as_ref().map(|key| Guard {
         user_id: user.id,
         key,
         fingerprint,
     });
+    // A retry of a vote that was counted is answered before the limit.
+    if let Some(guard) = &guard
+        && let Some(replay) = idempotency::replay(state.db.write(), guard).await?
+    {
+        return Ok(replay);
+    }
+    spend_limit(
+        state,
+        user.id,
+        "votes-user",
+        state.config.civic.votes_per_user,
+    )
+    .await?;
     let outcome =
         idempotency::transaction(state.db.write(), guard, StatusCode::OK, async move |tx| {
             apply_vote(tx, id, created_at, user.id, value).await
