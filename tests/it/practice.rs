@@ -481,6 +481,110 @@ async fn a_learner_reads_their_own_attempt_at_once_while_the_replica_is_paused()
     app.stop().await;
 }
 
+/// Replica and primary read counters of `app`.
+async fn read_counters(app: &TestApp) -> (f64, f64) {
+    (
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        app.metric("db_reads_total", &[("pool", "primary")]).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_instance_is_read_fresh_on_another_while_the_replica_is_paused() {
+    let replica = crate::services::services().dedicated_replica().await;
+    // Two instances on one database, one Redis (same key prefix) and one
+    // replica that stays in rotation however far it falls behind: only a
+    // token that really reached Redis can keep B's reads off it. B never
+    // wrote anything, so it holds no token of its own.
+    let builder = || {
+        TestApp::builder()
+            .unseeded()
+            .replica_port(replica.port())
+            .env("DB_REPLICA_MAX_LAG", "60s")
+    };
+    let a = builder().start().await;
+    let b = builder().start_on(a.db.clone()).await;
+    for app in [&a, &b] {
+        app.wait_for_ready(
+            "replica in rotation",
+            std::time::Duration::from_secs(10),
+            |r| r["dependencies"]["replicas"][0]["in_rotation"] == true,
+        )
+        .await;
+    }
+    let (_, token) = a.register_member("roaming@example.com").await;
+    let replica_pool = sqlx::PgPool::connect(&replica.url(&a.db.name))
+        .await
+        .expect("replica connect");
+    crate::support::wait_for_catch_up(&a.db.primary_url, &replica.url(&a.db.name)).await;
+    // Before any write, B serves this learner from the replica.
+    let (replica_reads, _) = read_counters(&b).await;
+    let (status, _) = get_auth(&b, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(status, 200);
+    assert!(
+        read_counters(&b).await.0 > replica_reads,
+        "B reads the replica"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .expect("pause replay");
+    let (id, answer) = exercise(&a, "conjugation", 0).await;
+    let (status, written, _) = attempt(&a, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201, "{written}");
+
+    let (replica_before, primary_before) = read_counters(&b).await;
+    let (status, progress) = get_auth(&b, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(status, 200, "{progress}");
+    assert_eq!(
+        progress["attempts"], 1,
+        "B sees the write made on A: {progress}"
+    );
+    let (status, dashboard) = get_auth(&b, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(status, 200, "{dashboard}");
+    assert_eq!(dashboard["progress"]["attempts"], 1, "{dashboard}");
+    let recent = dashboard["recent_attempts"].as_array().expect("recent");
+    assert_eq!(recent.len(), 1, "{dashboard}");
+    assert_eq!(recent[0]["attempt_id"], written["attempt_id"]);
+    let (replica_after, primary_after) = read_counters(&b).await;
+    assert_eq!(
+        replica_after, replica_before,
+        "nothing from the paused replica"
+    );
+    assert!(primary_after > primary_before, "B went to the primary");
+    assert!(
+        b.metric(
+            "db_read_fallbacks_total",
+            &[("reason", "replica_behind_writer")]
+        )
+        .await
+            >= 2.0,
+        "B routed by the token it found in Redis"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .expect("resume replay");
+    crate::support::wait_for_catch_up(&a.db.primary_url, &replica.url(&a.db.name)).await;
+    let (replica_before, _) = read_counters(&b).await;
+    let (_, progress) = get_auth(&b, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(progress["attempts"], 1);
+    let (_, dashboard) = get_auth(&b, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(
+        dashboard["recent_attempts"][0]["attempt_id"],
+        written["attempt_id"]
+    );
+    assert!(
+        read_counters(&b).await.0 > replica_before,
+        "once replayed, B serves the learner from the replica again"
+    );
+    replica_pool.close().await;
+    b.stop().await;
+    a.stop().await;
+}
+
 async fn leaderboard(app: &TestApp, token: &str, period: &str) -> Value {
     let (status, body) = get_auth(
         app,
