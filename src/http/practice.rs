@@ -1,8 +1,13 @@
 //! Practice: submitting attempts (checked, scheduled, rewarded — one
 //! transaction, idempotent), the learner's progress, and what to practise next.
 //!
-//! Everything here is per user: `Cache-Control: private, no-store`, and reads
-//! go to the primary so a learner always sees their own latest attempt.
+//! Everything here is per user: `Cache-Control: private, no-store`. Attempts
+//! are written on the primary; progress, dashboard and practice reads go
+//! through [`Db::read_consistent`](crate::db::Db::read_consistent): a replica
+//! serves them once it has replayed the learner's latest write (whose position
+//! [`remember_write`] records in Redis for every instance), else the primary.
+//! So a learner always sees their own latest attempt, on any instance, and
+//! everyone else's reads stay on the replicas.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -507,7 +512,8 @@ fn ratio(correct: i32, attempts: i32) -> f64 {
 
 /// The caller's progress: totals, accuracy, streaks, accuracy per tense and
 /// per trigger category, weakest areas, XP and level. Two queries on
-/// aggregates, on a replica that has the caller's latest attempt.
+/// aggregates, on a replica that has replayed the caller's latest attempt
+/// (else on the primary).
 #[utoipa::path(get, path = "/users/me/progress", tag = "practice",
     security(("bearer" = [])),
     responses(
@@ -798,7 +804,8 @@ pub struct Dashboard {
 
 /// The caller's profile, progress and 10 most recent attempts with their
 /// exercises: four queries whatever the history (a join, not a query per
-/// attempt), on a replica that has the caller's latest attempt.
+/// attempt), on a replica that has replayed the caller's latest attempt
+/// (else on the primary).
 #[utoipa::path(get, path = "/users/me/dashboard", tag = "practice",
     security(("bearer" = [])),
     responses(
