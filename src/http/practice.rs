@@ -802,6 +802,47 @@ pub struct Dashboard {
     pub recent_attempts: Vec<RecentAttempt>,
 }
 
+/// The dashboard's recent history: the 10 newest attempts of learner `$1`
+/// with their exercises, in one statement.
+///
+/// `attempts` is partitioned by quarter, and an unbounded "newest ten" would
+/// open every partition the learner ever wrote to. So the first branch reads
+/// only the last 30 days (up to a day ahead, for clock skew between
+/// the nodes): Postgres prunes that to at most two quarters when the executor
+/// starts (`now()` is stable). Only when that window holds fewer than ten
+/// attempts does the second branch look further back (a one-time filter on
+/// the first branch's count, so otherwise it never runs). In each partition
+/// the primary key `(user_id, created_at, id)` is read backwards and the merge
+/// stops after ten rows. `tests/it/practice.rs` runs this very constant under
+/// `EXPLAIN ANALYZE`.
+pub const RECENT_ATTEMPTS_SQL: &str = "
+WITH recent AS MATERIALIZED (
+    SELECT a.id, a.created_at, a.outcome, a.counts_as_correct, a.error_category, a.answer,
+           a.xp, a.exercise_id
+      FROM attempts a
+     WHERE a.user_id = $1
+       AND a.created_at >= now() - interval '30 days'
+       AND a.created_at < now() + interval '1 day'
+     ORDER BY a.created_at DESC, a.id DESC
+     LIMIT 10
+), older AS (
+    SELECT a.id, a.created_at, a.outcome, a.counts_as_correct, a.error_category, a.answer,
+           a.xp, a.exercise_id
+      FROM attempts a
+     WHERE a.user_id = $1
+       AND a.created_at < now() - interval '30 days'
+       AND (SELECT count(*) FROM recent) < 10
+     ORDER BY a.created_at DESC, a.id DESC
+     LIMIT 10
+)
+SELECT h.id AS attempt_id, h.created_at, h.outcome AS result, h.counts_as_correct,
+       h.error_category, h.answer, h.xp, h.exercise_id,
+       e.kind, e.prompt, e.infinitive AS verb, e.difficulty
+  FROM (SELECT * FROM recent UNION ALL SELECT * FROM older) h
+  JOIN exercises e ON e.id = h.exercise_id
+ ORDER BY h.created_at DESC, h.id DESC
+ LIMIT 10";
+
 /// The caller's profile, progress and 10 most recent attempts with their
 /// exercises: four queries whatever the history (a join, not a query per
 /// attempt), on a replica that has replayed the caller's latest attempt
@@ -827,21 +868,10 @@ pub async fn get_dashboard(State(state): State<AppState>, user: AuthUser) -> App
             .bind(user.id)
             .fetch_optional(&pool)
             .await?;
-            // Newest first across partitions: each partition's primary key
-            // (user_id, created_at, id) is read backwards, and the merge stops
-            // after ten rows.
-            let recent = sqlx::query_as::<_, RecentAttempt>(
-                "SELECT a.id AS attempt_id, a.created_at, a.outcome AS result,
-                        a.counts_as_correct, a.error_category, a.answer, a.xp, a.exercise_id,
-                        e.kind, e.prompt, e.infinitive AS verb, e.difficulty
-                   FROM attempts a JOIN exercises e ON e.id = a.exercise_id
-                  WHERE a.user_id = $1
-                  ORDER BY a.created_at DESC, a.id DESC
-                  LIMIT 10",
-            )
-            .bind(user.id)
-            .fetch_all(&pool)
-            .await?;
+            let recent = sqlx::query_as::<_, RecentAttempt>(RECENT_ATTEMPTS_SQL)
+                .bind(user.id)
+                .fetch_all(&pool)
+                .await?;
             Ok((profile, recent))
         })
         .await?;

@@ -307,23 +307,83 @@ async fn partitions_exist_ahead_and_a_users_recent_history_prunes_to_them() {
     assert!(names.contains(&"attempts_default"), "{names:?}");
     assert!(names.len() >= 4, "current + 2 ahead + default: {names:?}");
 
-    // now() is stable, not immutable: Postgres prunes at execution time, which
-    // EXPLAIN ANALYZE reports as "Subplans Removed".
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM attempts
-          WHERE user_id = '00000000-0000-0000-0000-000000000001'
-            AND created_at >= now() - interval '7 days' AND created_at <= now()",
-    )
+    // The exact statement the dashboard runs, for a learner with more than
+    // ten attempts this month: only the recent window's partitions are read,
+    // and the look further back never runs.
+    let (user, token) = app.register_member("pruned@example.com").await;
+    for offset in 0..11 {
+        let (id, answer) = exercise(&app, "conjugation", offset).await;
+        let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+        assert_eq!(status, 201);
+    }
+    let plan = explain_recent_attempts(&app, &user).await;
+    // now() is stable, not immutable: Postgres prunes when the executor starts,
+    // which EXPLAIN ANALYZE reports as "Subplans Removed".
+    assert!(plan.contains("Subplans Removed"), "no pruning:\n{plan}");
+    let scanned: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains(" on attempts_") && !l.contains("never executed"))
+        .collect();
+    assert!(
+        !scanned.is_empty() && scanned.len() <= 2,
+        "the recent window touches at most two quarters:\n{plan}"
+    );
+    assert!(
+        scanned.iter().all(|l| !l.contains("attempts_default")),
+        "nor the default partition:\n{plan}"
+    );
+    assert!(
+        plan.contains("never executed"),
+        "ten attempts in the window: no look further back:\n{plan}"
+    );
+    app.stop().await;
+}
+
+/// `EXPLAIN ANALYZE` of the dashboard's own recent-attempts statement for `user`.
+async fn explain_recent_attempts(app: &TestApp, user: &str) -> String {
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {}",
+        refbackend::http::practice::RECENT_ATTEMPTS_SQL
+    )))
+    .bind(uuid::Uuid::parse_str(user).expect("uuid"))
     .fetch_all(app.state.db.write())
     .await
     .expect("explain");
-    let plan = plan.join("\n");
-    let scanned = plan.matches(" on attempts_").count();
-    assert!(plan.contains("Subplans Removed"), "no pruning:\n{plan}");
-    assert!(
-        scanned <= 2,
-        "a week of history touches at most two quarters:\n{plan}"
-    );
+    plan.join("\n")
+}
+
+#[tokio::test]
+async fn the_dashboard_looks_further_back_only_when_the_recent_window_has_fewer_than_ten() {
+    let app = app().await;
+    let (user, token) = app.register_member("returning@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    // A learner back after a long break: one attempt from 200 days ago
+    // (older than the recent window, in a quarter of its own).
+    let old_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                counts_as_correct, xp)
+         VALUES ($1, now() - interval '200 days', $2, $3, 'x', 'incorrect', false, 1)",
+    )
+    .bind(uuid::Uuid::parse_str(&user).expect("uuid"))
+    .bind(old_id)
+    .bind(id)
+    .execute(app.state.db.write())
+    .await
+    .expect("old attempt");
+    let (status, body) = get_auth(&app, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(status, 200, "{body}");
+    let recent = body["recent_attempts"].as_array().expect("recent");
+    assert_eq!(recent.len(), 2, "the old attempt is found too: {body}");
+    assert_eq!(recent[1]["attempt_id"], old_id.to_string(), "oldest last");
+    let plan = explain_recent_attempts(&app, &user).await;
+    let widened = plan
+        .lines()
+        .filter(|l| l.contains(" on attempts_") && !l.contains("never executed"))
+        .count();
+    assert!(widened > 1, "the look further back ran:\n{plan}");
     app.stop().await;
 }
 
