@@ -22,10 +22,12 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
 use crate::http::pagination::bounded_int;
+use crate::practice::adaptive::{self, Dimension, RecentOutcomes, SkillRecord};
 use crate::practice::bank::ExerciseType;
 use crate::practice::scheduling::{self, CardState, Level};
 use crate::spanish::checker::{self, ErrorCategory, Expected, Outcome};
@@ -274,6 +276,8 @@ struct ProgressRow {
     current_streak: i32,
     longest_streak: i32,
     last_active_day: Option<NaiveDate>,
+    recent_outcomes: i32,
+    recent_count: i16,
     today: NaiveDate,
     now: DateTime<Utc>,
 }
@@ -289,6 +293,7 @@ impl Recorded {
             .await?;
         let progress = sqlx::query_as::<_, ProgressRow>(
             "SELECT p.xp, p.current_streak, p.longest_streak, p.last_active_day,
+                    p.recent_outcomes, p.recent_count,
                     (now() AT TIME ZONE u.timezone)::date AS today, now() AS now
                FROM user_progress p JOIN users u ON u.id = p.user_id
               WHERE p.user_id = $1
@@ -371,11 +376,15 @@ impl Recorded {
             progress.today,
         );
         let correct = i32::from(verdict.counts_as_correct);
+        let (recent_outcomes, recent_count) =
+            RecentOutcomes::from_stored(progress.recent_outcomes, progress.recent_count)
+                .push(verdict.counts_as_correct)
+                .to_stored();
         sqlx::query(
             "UPDATE user_progress
                 SET attempts = attempts + 1, correct = correct + $2, xp = xp + $3,
                     current_streak = $4, longest_streak = $5, last_active_day = $6,
-                    updated_at = now()
+                    recent_outcomes = $7, recent_count = $8, updated_at = now()
               WHERE user_id = $1",
         )
         .bind(self.user_id)
@@ -384,6 +393,8 @@ impl Recorded {
         .bind(current_streak)
         .bind(longest_streak)
         .bind(progress.today)
+        .bind(recent_outcomes)
+        .bind(recent_count)
         .execute(&mut *tx)
         .await?;
         let mut dimensions = vec![("tense", self.tense.key())];
@@ -478,6 +489,9 @@ pub struct Progress {
     pub correct: i32,
     /// correct / attempts (0 with no attempts).
     pub accuracy: f64,
+    /// Accuracy over the last answers (up to 20); null before the first. New
+    /// practice is chosen at a difficulty that follows it.
+    pub recent_accuracy: Option<f64>,
     pub xp: i64,
     pub level: Level,
     /// Consecutive days with practice up to today or yesterday, in the
@@ -499,6 +513,8 @@ struct ProgressTotals {
     current_streak: Option<i32>,
     longest_streak: Option<i32>,
     last_active_day: Option<NaiveDate>,
+    recent_outcomes: Option<i32>,
+    recent_count: Option<i16>,
     today: NaiveDate,
 }
 
@@ -522,19 +538,26 @@ fn ratio(correct: i32, attempts: i32) -> f64 {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_progress(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let progress = load_progress(&state, user.id).await?;
+    let freshness = state.write_tokens.freshness(user.id).await;
+    let (progress, _) = load_progress(&state, user.id, freshness).await?;
     private_json(&progress)
 }
 
-pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progress> {
-    // A replica that has replayed this learner's latest attempt, else the primary.
-    let freshness = state.write_tokens.freshness(user_id).await;
+/// The learner's progress and their recent outcomes, read as fresh as
+/// `freshness` asks (a replica that has replayed their latest attempt, else
+/// the primary).
+pub async fn load_progress(
+    state: &AppState,
+    user_id: Uuid,
+    freshness: Freshness,
+) -> AppResult<(Progress, RecentOutcomes)> {
     let (totals, skills) = state
         .db
         .read_consistent(freshness, |pool| async move {
             let totals = sqlx::query_as::<_, ProgressTotals>(
                 "SELECT p.attempts, p.correct, p.xp, p.current_streak, p.longest_streak,
-                        p.last_active_day, (now() AT TIME ZONE u.timezone)::date AS today
+                        p.last_active_day, p.recent_outcomes, p.recent_count,
+                        (now() AT TIME ZONE u.timezone)::date AS today
                    FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
                   WHERE u.id = $1",
             )
@@ -585,14 +608,19 @@ pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progres
     let attempts = totals.attempts.unwrap_or(0);
     let correct = totals.correct.unwrap_or(0);
     let xp = totals.xp.unwrap_or(0);
+    let recent = RecentOutcomes::from_stored(
+        totals.recent_outcomes.unwrap_or(0),
+        totals.recent_count.unwrap_or(0),
+    );
     // A streak is alive while the last active day is today or yesterday.
     let alive = totals
         .last_active_day
         .is_some_and(|day| day == totals.today || day.succ_opt() == Some(totals.today));
-    Ok(Progress {
+    let progress = Progress {
         attempts,
         correct,
         accuracy: ratio(correct, attempts),
+        recent_accuracy: recent.accuracy(),
         xp,
         level: scheduling::level(xp),
         current_streak: if alive {
@@ -605,7 +633,8 @@ pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progres
         by_tense,
         by_trigger,
         weakest,
-    })
+    };
+    Ok((progress, recent))
 }
 
 pub fn private_json<T: Serialize>(value: &T) -> AppResult<Response> {
@@ -672,22 +701,29 @@ pub async fn next_items(
         Some(raw) => bounded_int(raw, 1..=50)
             .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
     };
-    // Recent accuracy sets the difficulty; weakest skills choose the content.
-    let progress = load_progress(&state, user.id).await?;
-    let target = target_difficulty(progress.attempts, progress.accuracy);
-    let weak = |skills: &[SkillAccuracy]| -> Vec<String> {
-        skills
-            .iter()
-            .filter(|s| s.accuracy < 0.8)
-            .map(|s| s.key.clone())
-            .collect()
-    };
-    let (weak_tenses, weak_triggers) = (weak(&progress.by_tense), weak(&progress.by_trigger));
     let freshness = state.write_tokens.freshness(user.id).await;
+    // Recent accuracy sets the difficulty; the weakest skills choose the content.
+    let (progress, recent) = load_progress(&state, user.id, freshness).await?;
+    let target = adaptive::target_difficulty(recent);
+    let records: Vec<SkillRecord<'_>> = [
+        (Dimension::Tense, &progress.by_tense),
+        (Dimension::Trigger, &progress.by_trigger),
+    ]
+    .into_iter()
+    .flat_map(|(dimension, skills)| {
+        skills.iter().map(move |s| SkillRecord {
+            dimension,
+            key: &s.key,
+            attempts: s.attempts,
+            correct: s.correct,
+        })
+    })
+    .collect();
+    let focus = adaptive::focus(&records);
     let (due, fresh) = state
         .db
         .read_consistent(freshness, |pool| {
-            let (weak_tenses, weak_triggers) = (weak_tenses.clone(), weak_triggers.clone());
+            let focus = focus.clone();
             async move {
                 let due: Vec<DueRow> = sqlx::query_as(
                     "SELECT c.due, e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive,
@@ -706,8 +742,10 @@ pub async fn next_items(
                     return Ok((due, Vec::new()));
                 }
                 // New items: never seen by this learner, near the target
-                // difficulty, weak skills first; the hash varies the order per
-                // learner without a random sort.
+                // difficulty, from the weakest skill first ($3 lists
+                // `dimension:key`, weakest first; an exercise ranks by the
+                // weaker of its tense and trigger, a skill not listed last);
+                // the hash varies the order per learner without a random sort.
                 let fresh: Vec<ExerciseRow> = sqlx::query_as(
                     "SELECT e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive, e.person,
                             e.tense, e.trigger, e.difficulty, e.tags, e.choices
@@ -715,15 +753,15 @@ pub async fn next_items(
                       WHERE e.difficulty BETWEEN $2 - 1 AND $2 + 1
                         AND NOT EXISTS (SELECT 1 FROM review_cards c
                                          WHERE c.user_id = $1 AND c.exercise_id = e.id)
-                      ORDER BY (e.tense = ANY($3) OR e.trigger = ANY($4)) DESC,
+                      ORDER BY least(coalesce(array_position($3, 'tense:' || e.tense), 2147483647),
+                                     coalesce(array_position($3, 'trigger:' || e.trigger), 2147483647)),
                                abs(e.difficulty - $2),
                                hashtext(e.slug || $1::text)
-                      LIMIT $5",
+                      LIMIT $4",
                 )
                 .bind(user.id)
                 .bind(target)
-                .bind(&weak_tenses)
-                .bind(&weak_triggers)
+                .bind(&focus)
                 .bind(remaining)
                 .fetch_all(&pool)
                 .await?;
@@ -748,20 +786,6 @@ pub async fn next_items(
         items,
         target_difficulty: target,
     })
-}
-
-/// 2 to start; then up with high accuracy, down with low.
-fn target_difficulty(attempts: i32, accuracy: f64) -> i16 {
-    if attempts < 5 {
-        return 2;
-    }
-    match accuracy {
-        a if a >= 0.9 => 5,
-        a if a >= 0.8 => 4,
-        a if a >= 0.65 => 3,
-        a if a >= 0.5 => 2,
-        _ => 1,
-    }
 }
 
 use crate::http::exercises::ExerciseRow;
@@ -855,8 +879,8 @@ SELECT h.id AS attempt_id, h.created_at, h.outcome AS result, h.counts_as_correc
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_dashboard(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let progress = load_progress(&state, user.id).await?;
     let freshness = state.write_tokens.freshness(user.id).await;
+    let (progress, _) = load_progress(&state, user.id, freshness).await?;
     let (profile, recent_attempts) = state
         .db
         .read_consistent(freshness, |pool| async move {

@@ -235,6 +235,44 @@ async fn progress_aggregates_equal_the_attempt_history_under_concurrent_attempts
         .map(|s| s["attempts"].as_i64().unwrap_or(0))
         .sum();
     assert_eq!(tense_total, attempts);
+    // The recent window (the last 20 answers: all of them here) too.
+    let recent = progress["recent_accuracy"]
+        .as_f64()
+        .expect("recent accuracy");
+    assert!((recent - correct as f64 / 20.0).abs() < 1e-9, "{progress}");
+
+    // The migration that introduced the window computes the same one from
+    // the history for learners who had answered before it.
+    let user = uuid::Uuid::parse_str(&user).expect("uuid");
+    let stored = || async {
+        sqlx::query_as::<_, (i32, i16)>(
+            "SELECT recent_outcomes, recent_count FROM user_progress WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("recent")
+    };
+    let maintained = stored().await;
+    let migration = include_str!("../../migrations/0009_recent_accuracy.sql");
+    let backfill = &migration[migration.find("UPDATE user_progress").expect("backfill")..];
+    sqlx::query("UPDATE user_progress SET recent_outcomes = 0, recent_count = 0")
+        .execute(app.state.db.write())
+        .await
+        .expect("reset");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(backfill.to_owned()))
+        .execute(app.state.db.write())
+        .await
+        .expect("backfill");
+    let backfilled = stored().await;
+    assert_eq!(backfilled.1, 20);
+    // Counts, not bit order: concurrent attempts take the progress lock in
+    // another order than their timestamps (each is its transaction's start).
+    assert_eq!(
+        backfilled.0.count_ones(),
+        maintained.0.count_ones(),
+        "same right answers in the window"
+    );
     app.stop().await;
 }
 
@@ -265,6 +303,114 @@ async fn practice_next_offers_due_reviews_first_then_new_items() {
         items[1..]
             .iter()
             .all(|i| i["reason"] == "new" && i["exercise"]["id"] != id)
+    );
+    app.stop().await;
+}
+
+/// (id, canonical answer) of `n` conjugation exercises of one tense and trigger.
+async fn exercises_of(app: &TestApp, tense: &str, trigger: &str, n: i64) -> Vec<(i64, String)> {
+    let found: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, answer FROM exercises
+          WHERE kind = 'conjugation' AND tense = $1 AND trigger = $2
+          ORDER BY id LIMIT $3",
+    )
+    .bind(tense)
+    .bind(trigger)
+    .bind(n)
+    .fetch_all(app.state.db.write())
+    .await
+    .expect("exercises");
+    assert_eq!(
+        found.len(),
+        usize::try_from(n).expect("n"),
+        "{tense}/{trigger}"
+    );
+    found
+}
+
+/// Answers each of `items` once, right or wrong.
+async fn answer_all(app: &TestApp, token: &str, items: &[(i64, String)], right: bool) {
+    for (id, answer) in items {
+        let answer = if right { answer.as_str() } else { "zzzz" };
+        let (status, body, _) = attempt(app, token, *id, json!({"answer": answer}), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["counts_as_correct"], right, "{body}");
+    }
+}
+
+/// `GET /practice/next`'s target difficulty and its new items' (tense, trigger,
+/// difficulty), read from the table: choice exercises hide their tense and
+/// trigger from learners.
+async fn next_new_items(app: &TestApp, token: &str) -> (i64, Vec<(String, String, i16)>) {
+    let (status, body) = get_auth(app, token, "/api/v1/practice/next?limit=10").await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<i64> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["reason"] == "new")
+        .map(|i| i["exercise"]["id"].as_i64().expect("id"))
+        .collect();
+    let items: Vec<(String, String, i16)> = sqlx::query_as(
+        "SELECT e.tense, coalesce(e.trigger, ''), e.difficulty
+           FROM unnest($1::int8[]) WITH ORDINALITY AS x(id, n)
+           JOIN exercises e ON e.id = x.id
+          ORDER BY x.n",
+    )
+    .bind(&ids)
+    .fetch_all(app.state.db.write())
+    .await
+    .expect("new items");
+    (body["target_difficulty"].as_i64().expect("target"), items)
+}
+
+#[tokio::test]
+async fn practice_next_draws_new_items_from_the_weakest_skill_at_a_difficulty_that_follows_recent_answers()
+ {
+    let app = app().await;
+    let (_, token) = app.register_member("adaptive@example.com").await;
+    let (_, items) = next_new_items(&app, &token).await;
+    assert_eq!(items.len(), 10);
+
+    // Four wrong on present subjunctive after an emotion; two right and one
+    // wrong on the imperfect after a wish. Both pairs are below 80 %, but the
+    // first is clearly the weakest, so new items come from it.
+    let weakest = exercises_of(&app, "present_subjunctive", "emotion", 4).await;
+    let shaky = exercises_of(&app, "imperfect_subjunctive_ra", "wish", 3).await;
+    answer_all(&app, &token, &weakest, false).await;
+    answer_all(&app, &token, &shaky[..2], true).await;
+    answer_all(&app, &token, &shaky[2..], false).await;
+    let (target, items) = next_new_items(&app, &token).await;
+    assert_eq!(target, 1, "2 right of 7");
+    assert!(!items.is_empty());
+    for (tense, trigger, difficulty) in &items {
+        assert!(
+            tense == "present_subjunctive" || trigger == "emotion",
+            "not from the weakest skill: {items:?}"
+        );
+        assert!((0..=2).contains(difficulty), "{items:?}");
+    }
+
+    // A run of right answers: the last 20 hold 19 right (lifetime: 20 of 25,
+    // which alone would say 4), so the difficulty rises to the top.
+    let easy = exercises_of(&app, "present_subjunctive", "wish", 6).await;
+    for _ in 0..3 {
+        answer_all(&app, &token, &easy, true).await;
+    }
+    let (target, items) = next_new_items(&app, &token).await;
+    assert_eq!(target, 5, "19 right of the last 20");
+    assert!(
+        items.iter().all(|(_, _, d)| (4..=6).contains(d)),
+        "{items:?}"
+    );
+
+    // Then a run of wrong ones: 14 right of the last 20, and it comes down.
+    answer_all(&app, &token, &easy, false).await;
+    let (target, items) = next_new_items(&app, &token).await;
+    assert_eq!(target, 3, "14 right of the last 20");
+    assert!(
+        items.iter().all(|(_, _, d)| (2..=4).contains(d)),
+        "{items:?}"
     );
     app.stop().await;
 }
