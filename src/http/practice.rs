@@ -27,6 +27,7 @@ use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
 use crate::http::pagination::bounded_int;
+use crate::leaderboard::{XpTotals, week_bounds};
 use crate::practice::adaptive::{self, Dimension, RecentOutcomes, SkillRecord};
 use crate::practice::bank::ExerciseType;
 use crate::practice::scheduling::{self, CardState, Level};
@@ -112,6 +113,8 @@ pub struct AttemptResult {
     pub accepted: Vec<String>,
     pub xp_earned: i32,
     pub total_xp: i64,
+    /// XP earned in this ISO week (UTC), as on the weekly leaderboard.
+    pub weekly_xp: i64,
     pub level: Level,
     pub current_streak: i32,
     /// When this exercise is next due for review (FSRS).
@@ -235,10 +238,12 @@ pub async fn submit_attempt(
     .await?;
     if let Idempotent::Done { value, .. } = &outcome {
         remember_write(&state, user.id).await;
-        state
-            .leaderboard
-            .add(user.id, i64::from(value.xp_earned), value.created_at)
-            .await;
+        let totals = XpTotals {
+            all_time: value.total_xp,
+            week: value.weekly_xp,
+            at: value.created_at,
+        };
+        state.leaderboard.record(user.id, totals).await;
     }
     Ok(outcome.into_response())
 }
@@ -415,6 +420,18 @@ impl Recorded {
         .execute(&mut *tx)
         .await?;
 
+        // This week's XP (ISO week, UTC), for the weekly leaderboard.
+        let weekly_xp: i64 = sqlx::query_scalar(
+            "INSERT INTO user_weekly_xp AS w (user_id, week, xp) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, week) DO UPDATE SET xp = w.xp + EXCLUDED.xp
+             RETURNING w.xp",
+        )
+        .bind(self.user_id)
+        .bind(week_bounds(now).0)
+        .bind(i64::from(xp))
+        .fetch_one(&mut *tx)
+        .await?;
+
         let total_xp = progress.xp + i64::from(xp);
         Ok(AttemptResult {
             attempt_id,
@@ -427,6 +444,7 @@ impl Recorded {
             accepted: verdict.accepted,
             xp_earned: xp,
             total_xp,
+            weekly_xp,
             level: scheduling::level(total_xp),
             current_streak,
             next_review_at: card.due,

@@ -273,6 +273,32 @@ async fn progress_aggregates_equal_the_attempt_history_under_concurrent_attempts
         maintained.0.count_ones(),
         "same right answers in the window"
     );
+    // Likewise the weekly XP the attempts maintained and the one the
+    // migration introducing it computes from the history.
+    let weekly = || async {
+        sqlx::query_as::<_, (chrono::NaiveDate, i64)>(
+            "SELECT week, xp FROM user_weekly_xp WHERE user_id = $1 ORDER BY week",
+        )
+        .bind(user)
+        .fetch_all(app.state.db.write())
+        .await
+        .expect("weekly xp")
+    };
+    let maintained = weekly().await;
+    assert_eq!(maintained.iter().map(|(_, xp)| xp).sum::<i64>(), xp);
+    let migration = include_str!("../../migrations/0010_weekly_xp.sql");
+    let backfill = &migration[migration
+        .find("INSERT INTO user_weekly_xp")
+        .expect("backfill")..];
+    sqlx::query("DELETE FROM user_weekly_xp")
+        .execute(app.state.db.write())
+        .await
+        .expect("reset");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(backfill.to_owned()))
+        .execute(app.state.db.write())
+        .await
+        .expect("backfill");
+    assert_eq!(weekly().await, maintained);
     app.stop().await;
 }
 
@@ -871,5 +897,272 @@ async fn with_redis_unreachable_the_leaderboard_is_read_from_postgres() {
     assert_eq!(board["items"][0]["display_name"], "Learner");
     let (status, _) = get_auth(&app, &token, "/api/v1/leaderboard?period=monthly").await;
     assert_eq!(status, 422);
+    app.stop().await;
+}
+
+/// `user`'s score on a board in Redis (the test's own key prefix).
+async fn redis_score(app: &TestApp, board: &str, user: &str) -> Option<i64> {
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{}:lb:{board}", app.db.name))
+        .arg(user)
+        .query_async(&mut redis)
+        .await
+        .expect("zscore");
+    score.map(|s| s as i64)
+}
+
+/// The current ISO week's board name, as the app keys it.
+fn this_week() -> String {
+    use chrono::Datelike;
+    let week = chrono::Utc::now().iso_week();
+    format!("week:{}-W{:02}", week.year(), week.week())
+}
+
+/// `user`'s XP in Postgres: (all time, this week).
+async fn postgres_xp(app: &TestApp, user: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT xp FROM user_progress WHERE user_id = $1),
+                (SELECT coalesce(sum(xp), 0)::int8 FROM attempts
+                  WHERE user_id = $1
+                    AND created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+    )
+    .bind(uuid::Uuid::parse_str(user).expect("uuid"))
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("xp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xp_earned_while_redis_was_unreachable_reaches_the_board_once_it_is_back() {
+    // Redis through a proxy the test can cut; the shared server behind it, so
+    // the test can look at the boards directly.
+    let proxy =
+        crate::chaos_proxy::ChaosProxy::to_port(crate::services::services().redis_port).await;
+    let app = TestApp::builder()
+        .without_replica()
+        .unseeded()
+        .env("REDIS_URL", &format!("redis://{}", proxy.addr()))
+        .start()
+        .await;
+    let (user, token) = app.register_member("outage@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, first, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    let board = leaderboard(&app, &token, "all_time").await;
+    assert_eq!(board["me"]["xp"], first["total_xp"], "{board}");
+    assert_eq!(
+        redis_score(&app, "all", &user).await,
+        first["total_xp"].as_i64()
+    );
+
+    // Redis goes away for one attempt.
+    proxy.cut();
+    let (id, answer) = exercise(&app, "conjugation", 1).await;
+    let (status, second, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201, "an attempt never depends on Redis: {second}");
+    let (all_time, week) = postgres_xp(&app, &user).await;
+    assert_eq!(second["total_xp"].as_i64(), Some(all_time));
+    assert_eq!(second["weekly_xp"].as_i64(), Some(week));
+    assert_eq!(
+        redis_score(&app, "all", &user).await,
+        first["total_xp"].as_i64(),
+        "the board missed it"
+    );
+    proxy.heal();
+
+    // Once Redis answers again, reading the board heals it: the board in
+    // Redis itself carries the XP, not just a fallback read from Postgres.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let board = leaderboard(&app, &token, "all_time").await;
+        let weekly = leaderboard(&app, &token, "weekly").await;
+        let healed = redis_score(&app, "all", &user).await == Some(all_time)
+            && redis_score(&app, &this_week(), &user).await == Some(week);
+        if healed {
+            assert_eq!(board["me"]["xp"].as_i64(), Some(all_time), "{board}");
+            assert_eq!(weekly["me"]["xp"].as_i64(), Some(week), "{weekly}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the board never caught up: Redis has {:?}, Postgres {all_time}",
+            redis_score(&app, "all", &user).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And the healed board stays served from Redis.
+    let board = leaderboard(&app, &token, "all_time").await;
+    assert_eq!(board["me"]["xp"].as_i64(), Some(all_time));
+    app.stop().await;
+}
+
+/// Polls `sql` (one boolean) on `pool` until it is true.
+async fn wait_until(pool: &sqlx::PgPool, what: &str, sql: &'static str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sqlx::query_scalar::<_, bool>(sql)
+        .fetch_one(pool)
+        .await
+        .expect(what)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_racing_a_rebuild_keeps_its_xp_on_the_board() {
+    use refbackend::leaderboard::{Leaderboard, Period};
+
+    let app = app().await;
+    let (user, token) = app.register_member("racer@example.com").await;
+    let user_id = uuid::Uuid::parse_str(&user).expect("uuid");
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+
+    // A second instance's leaderboard (same Redis keys) whose Redis the test
+    // can freeze, reading Postgres with a name the test can watch.
+    let proxy =
+        crate::chaos_proxy::ChaosProxy::to_port(crate::services::services().redis_port).await;
+    let config = refbackend::config::RedisConfig {
+        url: refbackend::config::Secret::new(format!("redis://{}", proxy.addr())),
+        key_prefix: format!("{}:", app.db.name),
+        connect_timeout: std::time::Duration::from_secs(5),
+        response_timeout: std::time::Duration::from_secs(30),
+    };
+    let other = Leaderboard::new(
+        refbackend::cache::redis::Redis::new(
+            &config,
+            prometheus::IntCounter::new("e", "e").expect("metric"),
+            prometheus::IntGauge::new("o", "o").expect("metric"),
+        )
+        .expect("redis"),
+        &config.key_prefix,
+    );
+    let options: sqlx::postgres::PgConnectOptions = app.db.primary_url.parse().expect("url");
+    // One connection, so the rebuild's statement is already prepared below:
+    // then its snapshot is taken after its table lock, in one round trip.
+    let rebuild_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.application_name("lb-rebuild"))
+        .await
+        .expect("pool");
+    let watch = app.state.db.write().clone();
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let board = this_week();
+    let lose_the_board = async |redis: &mut redis::aio::MultiplexedConnection| {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{}:lb:{board}", app.db.name))
+            .arg(format!("{}:lb:{board}:ready", app.db.name))
+            .query_async(redis)
+            .await
+            .expect("del");
+    };
+    lose_the_board(&mut redis).await;
+    other
+        .read(&rebuild_pool, Period::Weekly, user_id, 10)
+        .await
+        .expect("warm-up rebuild");
+
+    // Redis loses the weekly board; the attempt below is held before its
+    // progress row lock, the rebuild before its read of Postgres.
+    lose_the_board(&mut redis).await;
+    let mut hold_attempt = watch.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM user_progress WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id)
+        .execute(&mut *hold_attempt)
+        .await
+        .expect("row lock");
+    let (id, answer) = exercise(&app, "conjugation", 1).await;
+    let racing = tokio::spawn({
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/exercises/{id}/attempts")),
+            token.clone(),
+        );
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"answer": answer}))
+                .send()
+                .await
+                .expect("attempt");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    });
+    wait_until(
+        &watch,
+        "the attempt waits for the progress row",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'
+                           AND query LIKE '%FOR UPDATE OF p%')",
+    )
+    .await;
+    let mut hold_rebuild = watch.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE user_weekly_xp IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold_rebuild)
+        .await
+        .expect("table lock");
+    let rebuilding = tokio::spawn(async move {
+        other
+            .read(&rebuild_pool, Period::Weekly, user_id, 10)
+            .await
+            .expect("read")
+    });
+    wait_until(
+        &watch,
+        "the rebuild waits to read Postgres",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND application_name = 'lb-rebuild'
+                           AND wait_event_type = 'Lock')",
+    )
+    .await;
+
+    // The rebuild reads Postgres before the attempt commits, and its writes
+    // to Redis stall until after the attempt has set its new total.
+    proxy.blackhole();
+    hold_rebuild.rollback().await.expect("release the rebuild");
+    wait_until(
+        &watch,
+        "the rebuild has read Postgres",
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE datname = current_database()
+                               AND application_name = 'lb-rebuild' AND state <> 'idle')",
+    )
+    .await;
+    hold_attempt.rollback().await.expect("release the attempt");
+    let (status, second) = racing.await.expect("attempt task");
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(
+        redis_score(&app, &board, &user).await,
+        second["weekly_xp"].as_i64(),
+        "the attempt set its total"
+    );
+    proxy.heal();
+    rebuilding.await.expect("rebuild task");
+
+    let (_, week) = postgres_xp(&app, &user).await;
+    assert_eq!(second["weekly_xp"].as_i64(), Some(week));
+    assert_eq!(
+        redis_score(&app, &board, &user).await,
+        Some(week),
+        "the rebuild's older snapshot did not overwrite the attempt"
+    );
+    let weekly = leaderboard(&app, &token, "weekly").await;
+    assert_eq!(weekly["me"]["xp"].as_i64(), Some(week), "{weekly}");
     app.stop().await;
 }
