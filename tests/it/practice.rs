@@ -1166,3 +1166,206 @@ async fn an_attempt_racing_a_rebuild_keeps_its_xp_on_the_board() {
     assert_eq!(weekly["me"]["xp"].as_i64(), Some(week), "{weekly}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn streaks_count_days_in_the_learners_time_zone_not_utc() {
+    let app = app().await;
+    // At any instant at least one of these zones is on another date than UTC
+    // (Kiritimati is UTC+14, Pago Pago UTC-11), so an implementation counting
+    // UTC days fails below whatever the time of day.
+    let zones = [
+        "Pacific/Auckland",
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+    ];
+    let (utc_today, local_days): (chrono::NaiveDate, Vec<chrono::NaiveDate>) = {
+        let row: (chrono::NaiveDate, Vec<chrono::NaiveDate>) = sqlx::query_as(
+            "SELECT (now() AT TIME ZONE 'UTC')::date,
+                    array_agg((now() AT TIME ZONE z)::date ORDER BY n)
+               FROM unnest($1::text[]) WITH ORDINALITY AS x(z, n)",
+        )
+        .bind(&zones[..])
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("dates");
+        row
+    };
+    assert!(
+        local_days.iter().any(|d| *d != utc_today),
+        "the zones are chosen so one always differs"
+    );
+    let (first, second) = (
+        exercise(&app, "conjugation", 0).await,
+        exercise(&app, "conjugation", 1).await,
+    );
+    for (n, (zone, today)) in zones.iter().zip(&local_days).enumerate() {
+        let (user, token) = app.register_member(&format!("tz{n}@example.com")).await;
+        let user = uuid::Uuid::parse_str(&user).expect("uuid");
+        let response = app
+            .client
+            .patch(app.url("/api/v1/users/me"))
+            .bearer_auth(&token)
+            .json(&json!({"timezone": zone}))
+            .send()
+            .await
+            .expect("patch");
+        assert_eq!(response.status(), 200, "{zone}");
+
+        let (status, body, _) =
+            attempt(&app, &token, first.0, json!({"answer": first.1}), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["current_streak"], 1, "{zone}");
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(
+            progress["last_active_day"],
+            today.to_string(),
+            "{zone}: the learner's own date"
+        );
+
+        // The previous attempt was on the learner's yesterday (which can be
+        // UTC's today, or UTC's day before yesterday): today's continues it.
+        let set_last_day = async |day: chrono::NaiveDate, streak: i32| {
+            sqlx::query(
+                "UPDATE user_progress
+                    SET last_active_day = $2, current_streak = $3, longest_streak = $3
+                  WHERE user_id = $1",
+            )
+            .bind(user)
+            .bind(day)
+            .bind(streak)
+            .execute(app.state.db.write())
+            .await
+            .expect("set the last active day");
+        };
+        let yesterday = today.pred_opt().expect("date");
+        set_last_day(yesterday, 4).await;
+        let (status, body, _) =
+            attempt(&app, &token, second.0, json!({"answer": second.1}), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["current_streak"], 5, "{zone}: consecutive local days");
+        // A second attempt the same local day leaves it alone.
+        let (_, body, _) = attempt(&app, &token, first.0, json!({"answer": "x"}), None).await;
+        assert_eq!(body["current_streak"], 5, "{zone}: same local day");
+
+        // Reads judge "alive" by the learner's date too: practised on their
+        // yesterday it still counts, on the day before it is broken.
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(progress["current_streak"], 5, "{zone}");
+        set_last_day(yesterday, 5).await;
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(progress["current_streak"], 5, "{zone}: {progress}");
+        set_last_day(yesterday.pred_opt().expect("date"), 5).await;
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(progress["current_streak"], 0, "{zone}: {progress}");
+        assert_eq!(progress["longest_streak"], 5, "{zone}");
+    }
+    app.stop().await;
+}
+
+/// Runs `refbackend partitions <args>` against `db`: (exit code, stdout, stderr).
+async fn partitions_cli(
+    db: &crate::services::TestDatabase,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_refbackend"))
+        .arg("partitions")
+        .args(args)
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", &db.primary_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_partitions_command_lists_and_creates_partitions_and_reports_strays() {
+    use refbackend::db::partitions::TABLES;
+
+    // A migrated database no app has started on: only default partitions.
+    let db = crate::services::services().create_database().await;
+    let (code, out, err) = partitions_cli(&db, &["list"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("attempts_default") && out.contains("questions_default"),
+        "{out}"
+    );
+
+    let today = chrono::Utc::now().date_naive();
+    let (code, out, err) = partitions_cli(&db, &["ensure", "--ahead", "3"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    for spec in TABLES {
+        for (name, from, to) in spec.wanted(today, 3) {
+            assert!(out.contains(&format!("created {name}\n")), "{name}:\n{out}");
+            // Listed with its bounds after creating.
+            let listed = out
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|cols| cols.len() > 2 && cols[0] == spec.table && cols[1] == name)
+                .map(|cols| cols.join(" "))
+                .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+            assert!(
+                listed.contains(&format!("FROM ('{from}"))
+                    && listed.contains(&format!("TO ('{to}")),
+                "{listed}"
+            );
+        }
+    }
+    let (code, out, _) = partitions_cli(&db, &["ensure"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("all partitions exist (2 periods ahead)"),
+        "{out}"
+    );
+    assert!(!out.contains("created "), "{out}");
+
+    // A row no partition covers is reported (and the command still succeeds).
+    let pool = sqlx::PgPool::connect(&db.primary_url)
+        .await
+        .expect("connect");
+    let user = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, display_name)
+         VALUES ($1, 'stray@example.com', 'x', 'S')",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .expect("user");
+    let exercise: i64 = sqlx::query_scalar("SELECT min(id) FROM exercises")
+        .fetch_one(&pool)
+        .await
+        .expect("exercise");
+    sqlx::query(
+        "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                counts_as_correct, xp)
+         VALUES ($1, '2031-02-01', $2, $3, 'x', 'incorrect', false, 1)",
+    )
+    .bind(user)
+    .bind(uuid::Uuid::now_v7())
+    .bind(exercise)
+    .execute(&pool)
+    .await
+    .expect("stray");
+    pool.close().await;
+    let (code, out, err) = partitions_cli(&db, &["list"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let default = out
+        .lines()
+        .find(|l| l.contains("attempts_default"))
+        .expect("default listed");
+    assert_eq!(default.split_whitespace().nth(2), Some("1"), "{default}");
+    assert!(err.contains("1 row(s) in default partitions"), "{err}");
+
+    // Usage errors are clap's: exit code 2 and a message, no panic.
+    let (code, _, err) = partitions_cli(&db, &["frobnicate"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("frobnicate"), "{err}");
+    let (code, _, err) = partitions_cli(&db, &["ensure", "--ahead", "-1"]).await;
+    assert_eq!(code, Some(2), "{err}");
+}
