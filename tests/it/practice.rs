@@ -1209,7 +1209,13 @@ async fn streaks_count_days_in_the_learners_time_zone_not_utc() {
             .send()
             .await
             .expect("patch");
-        assert_eq!(response.status(), 200, "{zone}");
+        let status = response.status();
+        assert_eq!(
+            status,
+            200,
+            "{zone}: {}",
+            response.text().await.unwrap_or_default()
+        );
 
         let (status, body, _) =
             attempt(&app, &token, first.0, json!({"answer": first.1}), None).await;
