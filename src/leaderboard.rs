@@ -1,11 +1,29 @@
 //! XP leaderboards in Redis sorted sets: all-time and per ISO week (UTC).
 //!
-//! Each attempt adds its XP with `ZINCRBY` after it commits. Postgres stays the
-//! source of truth: a board whose `:ready` marker is missing (Redis restarted
-//! empty, evicted, flushed) is rebuilt from `user_progress` (all time) or the
-//! week's `attempts` (one partition) by the first reader, under a short lock,
-//! with `ZADD GT` so increments that raced the rebuild are not lowered. While
-//! Redis is unreachable the boards are read from Postgres directly.
+//! Postgres is the source of truth: `user_progress.xp` (all time) and
+//! `user_weekly_xp` (per week), both maintained in the attempt's transaction.
+//! After an attempt commits, the learner's *absolute* totals are written to
+//! the boards with `ZADD GT`: a score only ever moves up to a value Postgres
+//! had, so updates arriving out of order, twice, or racing a rebuild can
+//! neither lower a score nor count XP twice (XP is never taken away).
+//!
+//! Self-healing:
+//! - A board whose `:ready` marker is missing (Redis restarted empty, evicted,
+//!   flushed) is rebuilt from Postgres by the first reader, under a short lock.
+//!   The rebuild loads a temporary key and merges it into the board in one
+//!   Lua call (`ZUNIONSTORE … AGGREGATE MAX`), so readers never see a
+//!   half-built board and totals written meanwhile are kept.
+//! - An update that could not be applied (circuit open, command failed) is
+//!   remembered by the instance; as soon as Redis answers again, the boards it
+//!   touched are marked stale for every instance: their `:gen` counter moves
+//!   and `:ready` is dropped, so the next read rebuilds them. A rebuild that
+//!   was already running sets `:ready` only if `:gen` did not move meanwhile.
+//!   The learner's next attempt also rewrites their own totals.
+//!
+//! While Redis is unreachable the boards are read from Postgres directly.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,61 +60,193 @@ pub fn week_bounds(at: DateTime<Utc>) -> (NaiveDate, NaiveDate) {
 /// One entry of a board: (user, xp), best first.
 pub type Entry = (Uuid, i64);
 
+/// A learner's XP right after an attempt committed.
+#[derive(Clone, Copy, Debug)]
+pub struct XpTotals {
+    pub all_time: i64,
+    /// In the ISO week (UTC) of `at`.
+    pub week: i64,
+    /// When the attempt was recorded.
+    pub at: DateTime<Utc>,
+}
+
 #[derive(Clone)]
 pub struct Leaderboard {
     redis: Redis,
     prefix: String,
+    finish: redis::Script,
+    /// Boards that missed an update while Redis was unreachable.
+    missed: Arc<Mutex<HashSet<Board>>>,
 }
 
 /// How long a week's board is kept after it starts (it is read while current).
 const WEEK_TTL_SECS: i64 = 15 * 86_400;
+
+/// How long a rebuild may hold its lock (and its temporary key may live).
+const BUILD_LOCK_MS: i64 = 10_000;
+
+/// Ends a rebuild atomically. KEYS: board, temporary, ready, gen, building.
+/// ARGV: the `gen` seen before reading Postgres, the board's TTL (0: none).
+/// Returns 1 if the board is now ready, 0 if it went stale meanwhile.
+const FINISH_REBUILD: &str = r"
+redis.call('ZUNIONSTORE', KEYS[1], 2, KEYS[1], KEYS[2], 'AGGREGATE', 'MAX')
+redis.call('DEL', KEYS[2], KEYS[5])
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then redis.call('EXPIRE', KEYS[1], ttl) end
+if (redis.call('GET', KEYS[4]) or '0') ~= ARGV[1] then
+  return 0
+end
+if ttl > 0 then
+  redis.call('SET', KEYS[3], 1, 'EX', ttl)
+else
+  redis.call('SET', KEYS[3], 1)
+end
+return 1
+";
+
+/// One board's keys in Redis. Boards are equal when their keys are.
+#[derive(Clone, Debug)]
+struct Board {
+    key: String,
+    period: Period,
+    /// An instant the board is for (in its week, for weekly boards).
+    at: DateTime<Utc>,
+}
+
+impl PartialEq for Board {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+
+impl Eq for Board {}
+
+impl std::hash::Hash for Board {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key.hash(state);
+    }
+}
+
+impl Board {
+    fn ready(&self) -> String {
+        format!("{}:ready", self.key)
+    }
+    fn generation(&self) -> String {
+        format!("{}:gen", self.key)
+    }
+    fn building(&self) -> String {
+        format!("{}:building", self.key)
+    }
+    fn temporary(&self) -> String {
+        format!("{}:tmp", self.key)
+    }
+    fn ttl_secs(&self) -> i64 {
+        match self.period {
+            Period::Weekly => WEEK_TTL_SECS,
+            Period::AllTime => 0,
+        }
+    }
+}
 
 impl Leaderboard {
     pub fn new(redis: Redis, prefix: &str) -> Self {
         Self {
             redis,
             prefix: format!("{prefix}lb:"),
+            finish: redis::Script::new(FINISH_REBUILD),
+            missed: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
-    fn key(&self, period: Period, at: DateTime<Utc>) -> String {
-        match period {
+    fn board(&self, period: Period, at: DateTime<Utc>) -> Board {
+        let key = match period {
             Period::AllTime => format!("{}all", self.prefix),
             Period::Weekly => {
                 let week = at.iso_week();
                 format!("{}week:{}-W{:02}", self.prefix, week.year(), week.week())
             }
-        }
+        };
+        Board { key, period, at }
     }
 
-    /// Adds `xp` for `user` to both boards (after the attempt committed).
-    /// Best effort: a lost increment is healed by the next rebuild.
-    pub async fn add(&self, user: Uuid, xp: i64, at: DateTime<Utc>) {
-        if xp == 0 || !self.redis.available() {
+    fn remember_missed(&self, boards: impl IntoIterator<Item = Board>) {
+        let mut missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        missed.extend(boards);
+    }
+
+    /// Marks the boards that missed updates stale for every instance, once
+    /// Redis answers again. Cheap when nothing was missed.
+    async fn flush_missed(&self) -> Result<(), redis::RedisError> {
+        let boards: Vec<Board> = {
+            let missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+            if missed.is_empty() {
+                return Ok(());
+            }
+            missed.iter().cloned().collect()
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for board in &boards {
+            pipe.cmd("INCR").arg(board.generation()).ignore();
+            if board.ttl_secs() > 0 {
+                pipe.cmd("EXPIRE")
+                    .arg(board.generation())
+                    .arg(board.ttl_secs())
+                    .ignore();
+            }
+            pipe.cmd("DEL").arg(board.ready()).ignore();
+        }
+        pipe.query_async::<()>(&mut self.redis.connection()).await?;
+        let mut missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        for board in &boards {
+            missed.remove(board);
+        }
+        tracing::info!(
+            boards = boards.len(),
+            "leaderboards that missed updates marked stale; the next read rebuilds them"
+        );
+        Ok(())
+    }
+
+    /// Sets `user`'s totals on both boards (after the attempt committed).
+    /// If Redis cannot take them, the boards are healed later (module docs).
+    pub async fn record(&self, user: Uuid, totals: XpTotals) {
+        let boards = [
+            (self.board(Period::AllTime, totals.at), totals.all_time),
+            (self.board(Period::Weekly, totals.at), totals.week),
+        ];
+        if !self.redis.available() {
+            self.remember_missed(boards.into_iter().map(|(board, _)| board));
             return;
         }
-        let mut conn = self.redis.connection();
-        let week = self.key(Period::Weekly, at);
-        let result: Result<(), _> = redis::pipe()
-            .cmd("ZINCRBY")
-            .arg(self.key(Period::AllTime, at))
-            .arg(xp)
-            .arg(user.to_string())
-            .ignore()
-            .cmd("ZINCRBY")
-            .arg(&week)
-            .arg(xp)
-            .arg(user.to_string())
-            .ignore()
-            .cmd("EXPIRE")
-            .arg(&week)
-            .arg(WEEK_TTL_SECS)
-            .ignore()
-            .query_async(&mut conn)
-            .await;
+        let mut pipe = redis::pipe();
+        for (board, xp) in &boards {
+            if *xp <= 0 {
+                continue;
+            }
+            pipe.cmd("ZADD")
+                .arg(&board.key)
+                .arg("GT")
+                .arg(*xp)
+                .arg(user.to_string())
+                .ignore();
+            if board.ttl_secs() > 0 {
+                pipe.cmd("EXPIRE")
+                    .arg(&board.key)
+                    .arg(board.ttl_secs())
+                    .ignore();
+            }
+        }
+        let result = match self.flush_missed().await {
+            Ok(()) => pipe.query_async::<()>(&mut self.redis.connection()).await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(()) => self.redis.report_success(),
-            Err(e) => self.redis.report_failure(&e),
+            Err(e) => {
+                self.redis.report_failure(&e);
+                self.remember_missed(boards.into_iter().map(|(board, _)| board));
+            }
         }
     }
 
@@ -122,7 +272,8 @@ impl Leaderboard {
         read_postgres(pool, period, now, user, limit).await
     }
 
-    /// None when another instance is rebuilding the board right now.
+    /// None when the board is being rebuilt right now (by another caller, or
+    /// this rebuild went stale at once): the caller reads Postgres this time.
     async fn read_redis(
         &self,
         pool: &PgPool,
@@ -131,27 +282,28 @@ impl Leaderboard {
         user: Uuid,
         limit: i64,
     ) -> Result<Option<(Vec<Entry>, Option<(i64, i64)>)>, RedisOrDb> {
-        let key = self.key(period, now);
+        self.flush_missed().await?;
+        let board = self.board(period, now);
         let mut conn = self.redis.connection();
         let ready: bool = redis::cmd("EXISTS")
-            .arg(format!("{key}:ready"))
+            .arg(board.ready())
             .query_async(&mut conn)
             .await?;
-        if !ready && !self.rebuild(pool, period, now, &key).await? {
+        if !ready && !self.rebuild(pool, &board).await? {
             return Ok(None);
         }
         let stop = isize::try_from(limit - 1).unwrap_or(0);
         let (top, rank, score): (Vec<(String, f64)>, Option<i64>, Option<f64>) = redis::pipe()
             .cmd("ZREVRANGE")
-            .arg(&key)
+            .arg(&board.key)
             .arg(0)
             .arg(stop)
             .arg("WITHSCORES")
             .cmd("ZREVRANK")
-            .arg(&key)
+            .arg(&board.key)
             .arg(user.to_string())
             .cmd("ZSCORE")
-            .arg(&key)
+            .arg(&board.key)
             .arg(user.to_string())
             .query_async(&mut conn)
             .await?;
@@ -164,55 +316,69 @@ impl Leaderboard {
         Ok(Some((entries, me)))
     }
 
-    /// Rebuilds a board from Postgres; false if another caller holds the lock.
-    async fn rebuild(
-        &self,
-        pool: &PgPool,
-        period: Period,
-        now: DateTime<Utc>,
-        key: &str,
-    ) -> Result<bool, RedisOrDb> {
+    /// Rebuilds a board from Postgres; false if another caller holds the lock
+    /// or the board was marked stale while this one read Postgres.
+    async fn rebuild(&self, pool: &PgPool, board: &Board) -> Result<bool, RedisOrDb> {
         let mut conn = self.redis.connection();
         let locked: Option<String> = redis::cmd("SET")
-            .arg(format!("{key}:building"))
+            .arg(board.building())
             .arg(1)
             .arg("NX")
             .arg("PX")
-            .arg(10_000)
+            .arg(BUILD_LOCK_MS)
             .query_async(&mut conn)
             .await?;
         if locked.is_none() {
             return Ok(false);
         }
-        let rows = totals(pool, period, now, None)
-            .await
-            .map_err(RedisOrDb::Db)?;
+        // Read before Postgres: a stale mark after this point keeps the
+        // board from being declared ready.
+        let generation: Option<i64> = redis::cmd("GET")
+            .arg(board.generation())
+            .query_async(&mut conn)
+            .await?;
+        let rows = match totals(pool, board.period, board.at, None).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _: Result<(), _> = redis::cmd("DEL")
+                    .arg(board.building())
+                    .query_async(&mut conn)
+                    .await;
+                return Err(RedisOrDb::Db(e));
+            }
+        };
         let mut pipe = redis::pipe();
+        pipe.cmd("DEL").arg(board.temporary()).ignore();
         for chunk in rows.chunks(1000) {
-            let cmd = pipe.cmd("ZADD").arg(key).arg("GT");
+            let cmd = pipe.cmd("ZADD").arg(board.temporary());
             for (user, xp) in chunk {
                 cmd.arg(*xp).arg(user.to_string());
             }
             cmd.ignore();
         }
-        if period == Period::Weekly {
-            pipe.cmd("EXPIRE").arg(key).arg(WEEK_TTL_SECS).ignore();
-        }
-        pipe.cmd("SET").arg(format!("{key}:ready")).arg(1).ignore();
-        if period == Period::Weekly {
-            pipe.cmd("EXPIRE")
-                .arg(format!("{key}:ready"))
-                .arg(WEEK_TTL_SECS)
-                .ignore();
-        }
-        pipe.cmd("DEL").arg(format!("{key}:building")).ignore();
+        pipe.cmd("PEXPIRE")
+            .arg(board.temporary())
+            .arg(BUILD_LOCK_MS)
+            .ignore();
         pipe.query_async::<()>(&mut conn).await?;
+        let ready: i64 = self
+            .finish
+            .key(&board.key)
+            .key(board.temporary())
+            .key(board.ready())
+            .key(board.generation())
+            .key(board.building())
+            .arg(generation.unwrap_or(0).to_string())
+            .arg(board.ttl_secs())
+            .invoke_async(&mut conn)
+            .await?;
         tracing::info!(
-            board = key,
+            board = board.key,
             users = rows.len(),
+            ready = ready == 1,
             "leaderboard rebuilt from Postgres"
         );
-        Ok(true)
+        Ok(ready == 1)
     }
 }
 
@@ -251,16 +417,11 @@ async fn totals(
             .await
         }
         Period::Weekly => {
-            let (from, to) = week_bounds(now);
-            // Bounded by the week: pruned to one partition.
             sqlx::query_as(
-                "SELECT user_id, sum(xp)::int8 AS xp FROM attempts
-                  WHERE created_at >= $1::date AND created_at < $2::date
-                  GROUP BY user_id HAVING sum(xp) > 0
-                  ORDER BY xp DESC, user_id LIMIT $3",
+                "SELECT user_id, xp FROM user_weekly_xp WHERE week = $1 AND xp > 0
+                  ORDER BY xp DESC, user_id LIMIT $2",
             )
-            .bind(from)
-            .bind(to)
+            .bind(week_bounds(now).0)
             .bind(limit)
             .fetch_all(pool)
             .await
@@ -287,18 +448,13 @@ async fn read_postgres(
             .await?
         }
         Period::Weekly => {
-            let (from, to) = week_bounds(now);
             sqlx::query_as(
-                "WITH week AS (
-                    SELECT user_id, sum(xp)::int8 AS xp FROM attempts
-                     WHERE created_at >= $1::date AND created_at < $2::date
-                     GROUP BY user_id)
-                 SELECT (SELECT count(*) + 1 FROM week o WHERE o.xp > w.xp), w.xp
-                   FROM week w WHERE w.user_id = $3 AND w.xp > 0",
+                "SELECT (SELECT count(*) + 1 FROM user_weekly_xp o
+                          WHERE o.week = w.week AND o.xp > w.xp), w.xp
+                   FROM user_weekly_xp w WHERE w.user_id = $1 AND w.week = $2 AND w.xp > 0",
             )
-            .bind(from)
-            .bind(to)
             .bind(user)
+            .bind(week_bounds(now).0)
             .fetch_optional(pool)
             .await?
         }

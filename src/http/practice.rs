@@ -1,8 +1,13 @@
 //! Practice: submitting attempts (checked, scheduled, rewarded — one
 //! transaction, idempotent), the learner's progress, and what to practise next.
 //!
-//! Everything here is per user: `Cache-Control: private, no-store`, and reads
-//! go to the primary so a learner always sees their own latest attempt.
+//! Everything here is per user: `Cache-Control: private, no-store`. Attempts
+//! are written on the primary; progress, dashboard and practice reads go
+//! through [`Db::read_consistent`](crate::db::Db::read_consistent): a replica
+//! serves them once it has replayed the learner's latest write (whose position
+//! [`remember_write`] records in Redis for every instance), else the primary.
+//! So a learner always sees their own latest attempt, on any instance, and
+//! everyone else's reads stay on the replicas.
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -17,10 +22,13 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
 use crate::http::pagination::bounded_int;
+use crate::leaderboard::{XpTotals, week_bounds};
+use crate::practice::adaptive::{self, Dimension, RecentOutcomes, SkillRecord};
 use crate::practice::bank::ExerciseType;
 use crate::practice::scheduling::{self, CardState, Level};
 use crate::spanish::checker::{self, ErrorCategory, Expected, Outcome};
@@ -105,6 +113,8 @@ pub struct AttemptResult {
     pub accepted: Vec<String>,
     pub xp_earned: i32,
     pub total_xp: i64,
+    /// XP earned in this ISO week (UTC), as on the weekly leaderboard.
+    pub weekly_xp: i64,
     pub level: Level,
     pub current_streak: i32,
     /// When this exercise is next due for review (FSRS).
@@ -228,10 +238,12 @@ pub async fn submit_attempt(
     .await?;
     if let Idempotent::Done { value, .. } = &outcome {
         remember_write(&state, user.id).await;
-        state
-            .leaderboard
-            .add(user.id, i64::from(value.xp_earned), value.created_at)
-            .await;
+        let totals = XpTotals {
+            all_time: value.total_xp,
+            week: value.weekly_xp,
+            at: value.created_at,
+        };
+        state.leaderboard.record(user.id, totals).await;
     }
     Ok(outcome.into_response())
 }
@@ -269,6 +281,8 @@ struct ProgressRow {
     current_streak: i32,
     longest_streak: i32,
     last_active_day: Option<NaiveDate>,
+    recent_outcomes: i32,
+    recent_count: i16,
     today: NaiveDate,
     now: DateTime<Utc>,
 }
@@ -284,6 +298,7 @@ impl Recorded {
             .await?;
         let progress = sqlx::query_as::<_, ProgressRow>(
             "SELECT p.xp, p.current_streak, p.longest_streak, p.last_active_day,
+                    p.recent_outcomes, p.recent_count,
                     (now() AT TIME ZONE u.timezone)::date AS today, now() AS now
                FROM user_progress p JOIN users u ON u.id = p.user_id
               WHERE p.user_id = $1
@@ -366,11 +381,15 @@ impl Recorded {
             progress.today,
         );
         let correct = i32::from(verdict.counts_as_correct);
+        let (recent_outcomes, recent_count) =
+            RecentOutcomes::from_stored(progress.recent_outcomes, progress.recent_count)
+                .push(verdict.counts_as_correct)
+                .to_stored();
         sqlx::query(
             "UPDATE user_progress
                 SET attempts = attempts + 1, correct = correct + $2, xp = xp + $3,
                     current_streak = $4, longest_streak = $5, last_active_day = $6,
-                    updated_at = now()
+                    recent_outcomes = $7, recent_count = $8, updated_at = now()
               WHERE user_id = $1",
         )
         .bind(self.user_id)
@@ -379,6 +398,8 @@ impl Recorded {
         .bind(current_streak)
         .bind(longest_streak)
         .bind(progress.today)
+        .bind(recent_outcomes)
+        .bind(recent_count)
         .execute(&mut *tx)
         .await?;
         let mut dimensions = vec![("tense", self.tense.key())];
@@ -399,6 +420,18 @@ impl Recorded {
         .execute(&mut *tx)
         .await?;
 
+        // This week's XP (ISO week, UTC), for the weekly leaderboard.
+        let weekly_xp: i64 = sqlx::query_scalar(
+            "INSERT INTO user_weekly_xp AS w (user_id, week, xp) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, week) DO UPDATE SET xp = w.xp + EXCLUDED.xp
+             RETURNING w.xp",
+        )
+        .bind(self.user_id)
+        .bind(week_bounds(now).0)
+        .bind(i64::from(xp))
+        .fetch_one(&mut *tx)
+        .await?;
+
         let total_xp = progress.xp + i64::from(xp);
         Ok(AttemptResult {
             attempt_id,
@@ -411,6 +444,7 @@ impl Recorded {
             accepted: verdict.accepted,
             xp_earned: xp,
             total_xp,
+            weekly_xp,
             level: scheduling::level(total_xp),
             current_streak,
             next_review_at: card.due,
@@ -473,6 +507,9 @@ pub struct Progress {
     pub correct: i32,
     /// correct / attempts (0 with no attempts).
     pub accuracy: f64,
+    /// Accuracy over the last answers (up to 20); null before the first. New
+    /// practice is chosen at a difficulty that follows it.
+    pub recent_accuracy: Option<f64>,
     pub xp: i64,
     pub level: Level,
     /// Consecutive days with practice up to today or yesterday, in the
@@ -494,6 +531,8 @@ struct ProgressTotals {
     current_streak: Option<i32>,
     longest_streak: Option<i32>,
     last_active_day: Option<NaiveDate>,
+    recent_outcomes: Option<i32>,
+    recent_count: Option<i16>,
     today: NaiveDate,
 }
 
@@ -507,7 +546,8 @@ fn ratio(correct: i32, attempts: i32) -> f64 {
 
 /// The caller's progress: totals, accuracy, streaks, accuracy per tense and
 /// per trigger category, weakest areas, XP and level. Two queries on
-/// aggregates, on a replica that has the caller's latest attempt.
+/// aggregates, on a replica that has replayed the caller's latest attempt
+/// (else on the primary).
 #[utoipa::path(get, path = "/users/me/progress", tag = "practice",
     security(("bearer" = [])),
     responses(
@@ -516,19 +556,26 @@ fn ratio(correct: i32, attempts: i32) -> f64 {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_progress(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let progress = load_progress(&state, user.id).await?;
+    let freshness = state.write_tokens.freshness(user.id).await;
+    let (progress, _) = load_progress(&state, user.id, freshness).await?;
     private_json(&progress)
 }
 
-pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progress> {
-    // A replica that has replayed this learner's latest attempt, else the primary.
-    let freshness = state.write_tokens.freshness(user_id).await;
+/// The learner's progress and their recent outcomes, read as fresh as
+/// `freshness` asks (a replica that has replayed their latest attempt, else
+/// the primary).
+pub async fn load_progress(
+    state: &AppState,
+    user_id: Uuid,
+    freshness: Freshness,
+) -> AppResult<(Progress, RecentOutcomes)> {
     let (totals, skills) = state
         .db
         .read_consistent(freshness, |pool| async move {
             let totals = sqlx::query_as::<_, ProgressTotals>(
                 "SELECT p.attempts, p.correct, p.xp, p.current_streak, p.longest_streak,
-                        p.last_active_day, (now() AT TIME ZONE u.timezone)::date AS today
+                        p.last_active_day, p.recent_outcomes, p.recent_count,
+                        (now() AT TIME ZONE u.timezone)::date AS today
                    FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
                   WHERE u.id = $1",
             )
@@ -579,14 +626,19 @@ pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progres
     let attempts = totals.attempts.unwrap_or(0);
     let correct = totals.correct.unwrap_or(0);
     let xp = totals.xp.unwrap_or(0);
+    let recent = RecentOutcomes::from_stored(
+        totals.recent_outcomes.unwrap_or(0),
+        totals.recent_count.unwrap_or(0),
+    );
     // A streak is alive while the last active day is today or yesterday.
     let alive = totals
         .last_active_day
         .is_some_and(|day| day == totals.today || day.succ_opt() == Some(totals.today));
-    Ok(Progress {
+    let progress = Progress {
         attempts,
         correct,
         accuracy: ratio(correct, attempts),
+        recent_accuracy: recent.accuracy(),
         xp,
         level: scheduling::level(xp),
         current_streak: if alive {
@@ -599,7 +651,8 @@ pub async fn load_progress(state: &AppState, user_id: Uuid) -> AppResult<Progres
         by_tense,
         by_trigger,
         weakest,
-    })
+    };
+    Ok((progress, recent))
 }
 
 pub fn private_json<T: Serialize>(value: &T) -> AppResult<Response> {
@@ -666,22 +719,29 @@ pub async fn next_items(
         Some(raw) => bounded_int(raw, 1..=50)
             .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
     };
-    // Recent accuracy sets the difficulty; weakest skills choose the content.
-    let progress = load_progress(&state, user.id).await?;
-    let target = target_difficulty(progress.attempts, progress.accuracy);
-    let weak = |skills: &[SkillAccuracy]| -> Vec<String> {
-        skills
-            .iter()
-            .filter(|s| s.accuracy < 0.8)
-            .map(|s| s.key.clone())
-            .collect()
-    };
-    let (weak_tenses, weak_triggers) = (weak(&progress.by_tense), weak(&progress.by_trigger));
     let freshness = state.write_tokens.freshness(user.id).await;
+    // Recent accuracy sets the difficulty; the weakest skills choose the content.
+    let (progress, recent) = load_progress(&state, user.id, freshness).await?;
+    let target = adaptive::target_difficulty(recent);
+    let records: Vec<SkillRecord<'_>> = [
+        (Dimension::Tense, &progress.by_tense),
+        (Dimension::Trigger, &progress.by_trigger),
+    ]
+    .into_iter()
+    .flat_map(|(dimension, skills)| {
+        skills.iter().map(move |s| SkillRecord {
+            dimension,
+            key: &s.key,
+            attempts: s.attempts,
+            correct: s.correct,
+        })
+    })
+    .collect();
+    let focus = adaptive::focus(&records);
     let (due, fresh) = state
         .db
         .read_consistent(freshness, |pool| {
-            let (weak_tenses, weak_triggers) = (weak_tenses.clone(), weak_triggers.clone());
+            let focus = focus.clone();
             async move {
                 let due: Vec<DueRow> = sqlx::query_as(
                     "SELECT c.due, e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive,
@@ -700,8 +760,10 @@ pub async fn next_items(
                     return Ok((due, Vec::new()));
                 }
                 // New items: never seen by this learner, near the target
-                // difficulty, weak skills first; the hash varies the order per
-                // learner without a random sort.
+                // difficulty, from the weakest skill first ($3 lists
+                // `dimension:key`, weakest first; an exercise ranks by the
+                // weaker of its tense and trigger, a skill not listed last);
+                // the hash varies the order per learner without a random sort.
                 let fresh: Vec<ExerciseRow> = sqlx::query_as(
                     "SELECT e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive, e.person,
                             e.tense, e.trigger, e.difficulty, e.tags, e.choices
@@ -709,15 +771,15 @@ pub async fn next_items(
                       WHERE e.difficulty BETWEEN $2 - 1 AND $2 + 1
                         AND NOT EXISTS (SELECT 1 FROM review_cards c
                                          WHERE c.user_id = $1 AND c.exercise_id = e.id)
-                      ORDER BY (e.tense = ANY($3) OR e.trigger = ANY($4)) DESC,
+                      ORDER BY least(coalesce(array_position($3, 'tense:' || e.tense), 2147483647),
+                                     coalesce(array_position($3, 'trigger:' || e.trigger), 2147483647)),
                                abs(e.difficulty - $2),
                                hashtext(e.slug || $1::text)
-                      LIMIT $5",
+                      LIMIT $4",
                 )
                 .bind(user.id)
                 .bind(target)
-                .bind(&weak_tenses)
-                .bind(&weak_triggers)
+                .bind(&focus)
                 .bind(remaining)
                 .fetch_all(&pool)
                 .await?;
@@ -742,20 +804,6 @@ pub async fn next_items(
         items,
         target_difficulty: target,
     })
-}
-
-/// 2 to start; then up with high accuracy, down with low.
-fn target_difficulty(attempts: i32, accuracy: f64) -> i16 {
-    if attempts < 5 {
-        return 2;
-    }
-    match accuracy {
-        a if a >= 0.9 => 5,
-        a if a >= 0.8 => 4,
-        a if a >= 0.65 => 3,
-        a if a >= 0.5 => 2,
-        _ => 1,
-    }
 }
 
 use crate::http::exercises::ExerciseRow;
@@ -796,9 +844,51 @@ pub struct Dashboard {
     pub recent_attempts: Vec<RecentAttempt>,
 }
 
+/// The dashboard's recent history: the 10 newest attempts of learner `$1`
+/// with their exercises, in one statement.
+///
+/// `attempts` is partitioned by quarter, and an unbounded "newest ten" would
+/// open every partition the learner ever wrote to. So the first branch reads
+/// only the last 30 days (up to a day ahead, for clock skew between
+/// the nodes): Postgres prunes that to at most two quarters when the executor
+/// starts (`now()` is stable). Only when that window holds fewer than ten
+/// attempts does the second branch look further back (a one-time filter on
+/// the first branch's count, so otherwise it never runs). In each partition
+/// the primary key `(user_id, created_at, id)` is read backwards and the merge
+/// stops after ten rows. `tests/it/practice.rs` runs this very constant under
+/// `EXPLAIN ANALYZE`.
+pub const RECENT_ATTEMPTS_SQL: &str = "
+WITH recent AS MATERIALIZED (
+    SELECT a.id, a.created_at, a.outcome, a.counts_as_correct, a.error_category, a.answer,
+           a.xp, a.exercise_id
+      FROM attempts a
+     WHERE a.user_id = $1
+       AND a.created_at >= now() - interval '30 days'
+       AND a.created_at < now() + interval '1 day'
+     ORDER BY a.created_at DESC, a.id DESC
+     LIMIT 10
+), older AS (
+    SELECT a.id, a.created_at, a.outcome, a.counts_as_correct, a.error_category, a.answer,
+           a.xp, a.exercise_id
+      FROM attempts a
+     WHERE a.user_id = $1
+       AND a.created_at < now() - interval '30 days'
+       AND (SELECT count(*) FROM recent) < 10
+     ORDER BY a.created_at DESC, a.id DESC
+     LIMIT 10
+)
+SELECT h.id AS attempt_id, h.created_at, h.outcome AS result, h.counts_as_correct,
+       h.error_category, h.answer, h.xp, h.exercise_id,
+       e.kind, e.prompt, e.infinitive AS verb, e.difficulty
+  FROM (SELECT * FROM recent UNION ALL SELECT * FROM older) h
+  JOIN exercises e ON e.id = h.exercise_id
+ ORDER BY h.created_at DESC, h.id DESC
+ LIMIT 10";
+
 /// The caller's profile, progress and 10 most recent attempts with their
 /// exercises: four queries whatever the history (a join, not a query per
-/// attempt), on a replica that has the caller's latest attempt.
+/// attempt), on a replica that has replayed the caller's latest attempt
+/// (else on the primary).
 #[utoipa::path(get, path = "/users/me/dashboard", tag = "practice",
     security(("bearer" = [])),
     responses(
@@ -807,8 +897,8 @@ pub struct Dashboard {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_dashboard(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let progress = load_progress(&state, user.id).await?;
     let freshness = state.write_tokens.freshness(user.id).await;
+    let (progress, _) = load_progress(&state, user.id, freshness).await?;
     let (profile, recent_attempts) = state
         .db
         .read_consistent(freshness, |pool| async move {
@@ -820,21 +910,10 @@ pub async fn get_dashboard(State(state): State<AppState>, user: AuthUser) -> App
             .bind(user.id)
             .fetch_optional(&pool)
             .await?;
-            // Newest first across partitions: each partition's primary key
-            // (user_id, created_at, id) is read backwards, and the merge stops
-            // after ten rows.
-            let recent = sqlx::query_as::<_, RecentAttempt>(
-                "SELECT a.id AS attempt_id, a.created_at, a.outcome AS result,
-                        a.counts_as_correct, a.error_category, a.answer, a.xp, a.exercise_id,
-                        e.kind, e.prompt, e.infinitive AS verb, e.difficulty
-                   FROM attempts a JOIN exercises e ON e.id = a.exercise_id
-                  WHERE a.user_id = $1
-                  ORDER BY a.created_at DESC, a.id DESC
-                  LIMIT 10",
-            )
-            .bind(user.id)
-            .fetch_all(&pool)
-            .await?;
+            let recent = sqlx::query_as::<_, RecentAttempt>(RECENT_ATTEMPTS_SQL)
+                .bind(user.id)
+                .fetch_all(&pool)
+                .await?;
             Ok((profile, recent))
         })
         .await?;

@@ -1,7 +1,10 @@
 //! Subjunctive practice, pure domain code (no I/O): the exercise bank built
 //! from hand-written sentence frames ([`bank`], [`frames`]) and spaced-
-//! repetition scheduling. Answer checking lives in [`crate::spanish::checker`].
+//! repetition scheduling, and the choice of new items ([`adaptive`]: recent
+//! accuracy, weakest skills). Answer checking lives in
+//! [`crate::spanish::checker`].
 
+pub mod adaptive;
 pub mod bank;
 pub mod frames;
 pub mod scheduling;

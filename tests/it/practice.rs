@@ -235,6 +235,70 @@ async fn progress_aggregates_equal_the_attempt_history_under_concurrent_attempts
         .map(|s| s["attempts"].as_i64().unwrap_or(0))
         .sum();
     assert_eq!(tense_total, attempts);
+    // The recent window (the last 20 answers: all of them here) too.
+    let recent = progress["recent_accuracy"]
+        .as_f64()
+        .expect("recent accuracy");
+    assert!((recent - correct as f64 / 20.0).abs() < 1e-9, "{progress}");
+
+    // The migration that introduced the window computes the same one from
+    // the history for learners who had answered before it.
+    let user = uuid::Uuid::parse_str(&user).expect("uuid");
+    let stored = || async {
+        sqlx::query_as::<_, (i32, i16)>(
+            "SELECT recent_outcomes, recent_count FROM user_progress WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("recent")
+    };
+    let maintained = stored().await;
+    let migration = include_str!("../../migrations/0010_recent_accuracy.sql");
+    let backfill = &migration[migration.find("UPDATE user_progress").expect("backfill")..];
+    sqlx::query("UPDATE user_progress SET recent_outcomes = 0, recent_count = 0")
+        .execute(app.state.db.write())
+        .await
+        .expect("reset");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(backfill.to_owned()))
+        .execute(app.state.db.write())
+        .await
+        .expect("backfill");
+    let backfilled = stored().await;
+    assert_eq!(backfilled.1, 20);
+    // Counts, not bit order: concurrent attempts take the progress lock in
+    // another order than their timestamps (each is its transaction's start).
+    assert_eq!(
+        backfilled.0.count_ones(),
+        maintained.0.count_ones(),
+        "same right answers in the window"
+    );
+    // Likewise the weekly XP the attempts maintained and the one the
+    // migration introducing it computes from the history.
+    let weekly = || async {
+        sqlx::query_as::<_, (chrono::NaiveDate, i64)>(
+            "SELECT week, xp FROM user_weekly_xp WHERE user_id = $1 ORDER BY week",
+        )
+        .bind(user)
+        .fetch_all(app.state.db.write())
+        .await
+        .expect("weekly xp")
+    };
+    let maintained = weekly().await;
+    assert_eq!(maintained.iter().map(|(_, xp)| xp).sum::<i64>(), xp);
+    let migration = include_str!("../../migrations/0011_weekly_xp.sql");
+    let backfill = &migration[migration
+        .find("INSERT INTO user_weekly_xp")
+        .expect("backfill")..];
+    sqlx::query("DELETE FROM user_weekly_xp")
+        .execute(app.state.db.write())
+        .await
+        .expect("reset");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(backfill.to_owned()))
+        .execute(app.state.db.write())
+        .await
+        .expect("backfill");
+    assert_eq!(weekly().await, maintained);
     app.stop().await;
 }
 
@@ -265,6 +329,114 @@ async fn practice_next_offers_due_reviews_first_then_new_items() {
         items[1..]
             .iter()
             .all(|i| i["reason"] == "new" && i["exercise"]["id"] != id)
+    );
+    app.stop().await;
+}
+
+/// (id, canonical answer) of `n` conjugation exercises of one tense and trigger.
+async fn exercises_of(app: &TestApp, tense: &str, trigger: &str, n: i64) -> Vec<(i64, String)> {
+    let found: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, answer FROM exercises
+          WHERE kind = 'conjugation' AND tense = $1 AND trigger = $2
+          ORDER BY id LIMIT $3",
+    )
+    .bind(tense)
+    .bind(trigger)
+    .bind(n)
+    .fetch_all(app.state.db.write())
+    .await
+    .expect("exercises");
+    assert_eq!(
+        found.len(),
+        usize::try_from(n).expect("n"),
+        "{tense}/{trigger}"
+    );
+    found
+}
+
+/// Answers each of `items` once, right or wrong.
+async fn answer_all(app: &TestApp, token: &str, items: &[(i64, String)], right: bool) {
+    for (id, answer) in items {
+        let answer = if right { answer.as_str() } else { "zzzz" };
+        let (status, body, _) = attempt(app, token, *id, json!({"answer": answer}), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["counts_as_correct"], right, "{body}");
+    }
+}
+
+/// `GET /practice/next`'s target difficulty and its new items' (tense, trigger,
+/// difficulty), read from the table: choice exercises hide their tense and
+/// trigger from learners.
+async fn next_new_items(app: &TestApp, token: &str) -> (i64, Vec<(String, String, i16)>) {
+    let (status, body) = get_auth(app, token, "/api/v1/practice/next?limit=10").await;
+    assert_eq!(status, 200, "{body}");
+    let ids: Vec<i64> = body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter(|i| i["reason"] == "new")
+        .map(|i| i["exercise"]["id"].as_i64().expect("id"))
+        .collect();
+    let items: Vec<(String, String, i16)> = sqlx::query_as(
+        "SELECT e.tense, coalesce(e.trigger, ''), e.difficulty
+           FROM unnest($1::int8[]) WITH ORDINALITY AS x(id, n)
+           JOIN exercises e ON e.id = x.id
+          ORDER BY x.n",
+    )
+    .bind(&ids)
+    .fetch_all(app.state.db.write())
+    .await
+    .expect("new items");
+    (body["target_difficulty"].as_i64().expect("target"), items)
+}
+
+#[tokio::test]
+async fn practice_next_draws_new_items_from_the_weakest_skill_at_a_difficulty_that_follows_recent_answers()
+ {
+    let app = app().await;
+    let (_, token) = app.register_member("adaptive@example.com").await;
+    let (_, items) = next_new_items(&app, &token).await;
+    assert_eq!(items.len(), 10);
+
+    // Four wrong on present subjunctive after an emotion; two right and one
+    // wrong on the imperfect after a wish. Both pairs are below 80 %, but the
+    // first is clearly the weakest, so new items come from it.
+    let weakest = exercises_of(&app, "present_subjunctive", "emotion", 4).await;
+    let shaky = exercises_of(&app, "imperfect_subjunctive_ra", "wish", 3).await;
+    answer_all(&app, &token, &weakest, false).await;
+    answer_all(&app, &token, &shaky[..2], true).await;
+    answer_all(&app, &token, &shaky[2..], false).await;
+    let (target, items) = next_new_items(&app, &token).await;
+    assert_eq!(target, 1, "2 right of 7");
+    assert!(!items.is_empty());
+    for (tense, trigger, difficulty) in &items {
+        assert!(
+            tense == "present_subjunctive" || trigger == "emotion",
+            "not from the weakest skill: {items:?}"
+        );
+        assert!((0..=2).contains(difficulty), "{items:?}");
+    }
+
+    // A run of right answers: the last 20 hold 19 right (lifetime: 20 of 25,
+    // which alone would say 4), so the difficulty rises to the top.
+    let easy = exercises_of(&app, "present_subjunctive", "wish", 6).await;
+    for _ in 0..3 {
+        answer_all(&app, &token, &easy, true).await;
+    }
+    let (target, items) = next_new_items(&app, &token).await;
+    assert_eq!(target, 5, "19 right of the last 20");
+    assert!(
+        items.iter().all(|(_, _, d)| (4..=6).contains(d)),
+        "{items:?}"
+    );
+
+    // Then a run of wrong ones: 14 right of the last 20, and it comes down.
+    answer_all(&app, &token, &easy, false).await;
+    let (target, items) = next_new_items(&app, &token).await;
+    assert_eq!(target, 3, "14 right of the last 20");
+    assert!(
+        items.iter().all(|(_, _, d)| (2..=4).contains(d)),
+        "{items:?}"
     );
     app.stop().await;
 }
@@ -307,23 +479,83 @@ async fn partitions_exist_ahead_and_a_users_recent_history_prunes_to_them() {
     assert!(names.contains(&"attempts_default"), "{names:?}");
     assert!(names.len() >= 4, "current + 2 ahead + default: {names:?}");
 
-    // now() is stable, not immutable: Postgres prunes at execution time, which
-    // EXPLAIN ANALYZE reports as "Subplans Removed".
-    let plan: Vec<String> = sqlx::query_scalar(
-        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT * FROM attempts
-          WHERE user_id = '00000000-0000-0000-0000-000000000001'
-            AND created_at >= now() - interval '7 days' AND created_at <= now()",
-    )
+    // The exact statement the dashboard runs, for a learner with more than
+    // ten attempts this month: only the recent window's partitions are read,
+    // and the look further back never runs.
+    let (user, token) = app.register_member("pruned@example.com").await;
+    for offset in 0..11 {
+        let (id, answer) = exercise(&app, "conjugation", offset).await;
+        let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+        assert_eq!(status, 201);
+    }
+    let plan = explain_recent_attempts(&app, &user).await;
+    // now() is stable, not immutable: Postgres prunes when the executor starts,
+    // which EXPLAIN ANALYZE reports as "Subplans Removed".
+    assert!(plan.contains("Subplans Removed"), "no pruning:\n{plan}");
+    let scanned: Vec<&str> = plan
+        .lines()
+        .filter(|l| l.contains(" on attempts_") && !l.contains("never executed"))
+        .collect();
+    assert!(
+        !scanned.is_empty() && scanned.len() <= 2,
+        "the recent window touches at most two quarters:\n{plan}"
+    );
+    assert!(
+        scanned.iter().all(|l| !l.contains("attempts_default")),
+        "nor the default partition:\n{plan}"
+    );
+    assert!(
+        plan.contains("never executed"),
+        "ten attempts in the window: no look further back:\n{plan}"
+    );
+    app.stop().await;
+}
+
+/// `EXPLAIN ANALYZE` of the dashboard's own recent-attempts statement for `user`.
+async fn explain_recent_attempts(app: &TestApp, user: &str) -> String {
+    let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) {}",
+        refbackend::http::practice::RECENT_ATTEMPTS_SQL
+    )))
+    .bind(uuid::Uuid::parse_str(user).expect("uuid"))
     .fetch_all(app.state.db.write())
     .await
     .expect("explain");
-    let plan = plan.join("\n");
-    let scanned = plan.matches(" on attempts_").count();
-    assert!(plan.contains("Subplans Removed"), "no pruning:\n{plan}");
-    assert!(
-        scanned <= 2,
-        "a week of history touches at most two quarters:\n{plan}"
-    );
+    plan.join("\n")
+}
+
+#[tokio::test]
+async fn the_dashboard_looks_further_back_only_when_the_recent_window_has_fewer_than_ten() {
+    let app = app().await;
+    let (user, token) = app.register_member("returning@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    // A learner back after a long break: one attempt from 200 days ago
+    // (older than the recent window, in a quarter of its own).
+    let old_id = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                counts_as_correct, xp)
+         VALUES ($1, now() - interval '200 days', $2, $3, 'x', 'incorrect', false, 1)",
+    )
+    .bind(uuid::Uuid::parse_str(&user).expect("uuid"))
+    .bind(old_id)
+    .bind(id)
+    .execute(app.state.db.write())
+    .await
+    .expect("old attempt");
+    let (status, body) = get_auth(&app, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(status, 200, "{body}");
+    let recent = body["recent_attempts"].as_array().expect("recent");
+    assert_eq!(recent.len(), 2, "the old attempt is found too: {body}");
+    assert_eq!(recent[1]["attempt_id"], old_id.to_string(), "oldest last");
+    let plan = explain_recent_attempts(&app, &user).await;
+    let widened = plan
+        .lines()
+        .filter(|l| l.contains(" on attempts_") && !l.contains("never executed"))
+        .count();
+    assert!(widened > 1, "the look further back ran:\n{plan}");
     app.stop().await;
 }
 
@@ -481,6 +713,110 @@ async fn a_learner_reads_their_own_attempt_at_once_while_the_replica_is_paused()
     app.stop().await;
 }
 
+/// Replica and primary read counters of `app`.
+async fn read_counters(app: &TestApp) -> (f64, f64) {
+    (
+        app.metric("db_reads_total", &[("pool", "replica-0")]).await,
+        app.metric("db_reads_total", &[("pool", "primary")]).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_instance_is_read_fresh_on_another_while_the_replica_is_paused() {
+    let replica = crate::services::services().dedicated_replica().await;
+    // Two instances on one database, one Redis (same key prefix) and one
+    // replica that stays in rotation however far it falls behind: only a
+    // token that really reached Redis can keep B's reads off it. B never
+    // wrote anything, so it holds no token of its own.
+    let builder = || {
+        TestApp::builder()
+            .unseeded()
+            .replica_port(replica.port())
+            .env("DB_REPLICA_MAX_LAG", "60s")
+    };
+    let a = builder().start().await;
+    let b = builder().start_on(a.db.clone()).await;
+    for app in [&a, &b] {
+        app.wait_for_ready(
+            "replica in rotation",
+            std::time::Duration::from_secs(10),
+            |r| r["dependencies"]["replicas"][0]["in_rotation"] == true,
+        )
+        .await;
+    }
+    let (_, token) = a.register_member("roaming@example.com").await;
+    let replica_pool = sqlx::PgPool::connect(&replica.url(&a.db.name))
+        .await
+        .expect("replica connect");
+    crate::support::wait_for_catch_up(&a.db.primary_url, &replica.url(&a.db.name)).await;
+    // Before any write, B serves this learner from the replica.
+    let (replica_reads, _) = read_counters(&b).await;
+    let (status, _) = get_auth(&b, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(status, 200);
+    assert!(
+        read_counters(&b).await.0 > replica_reads,
+        "B reads the replica"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_pause()")
+        .execute(&replica_pool)
+        .await
+        .expect("pause replay");
+    let (id, answer) = exercise(&a, "conjugation", 0).await;
+    let (status, written, _) = attempt(&a, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201, "{written}");
+
+    let (replica_before, primary_before) = read_counters(&b).await;
+    let (status, progress) = get_auth(&b, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(status, 200, "{progress}");
+    assert_eq!(
+        progress["attempts"], 1,
+        "B sees the write made on A: {progress}"
+    );
+    let (status, dashboard) = get_auth(&b, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(status, 200, "{dashboard}");
+    assert_eq!(dashboard["progress"]["attempts"], 1, "{dashboard}");
+    let recent = dashboard["recent_attempts"].as_array().expect("recent");
+    assert_eq!(recent.len(), 1, "{dashboard}");
+    assert_eq!(recent[0]["attempt_id"], written["attempt_id"]);
+    let (replica_after, primary_after) = read_counters(&b).await;
+    assert_eq!(
+        replica_after, replica_before,
+        "nothing from the paused replica"
+    );
+    assert!(primary_after > primary_before, "B went to the primary");
+    assert!(
+        b.metric(
+            "db_read_fallbacks_total",
+            &[("reason", "replica_behind_writer")]
+        )
+        .await
+            >= 2.0,
+        "B routed by the token it found in Redis"
+    );
+
+    sqlx::query("SELECT pg_wal_replay_resume()")
+        .execute(&replica_pool)
+        .await
+        .expect("resume replay");
+    crate::support::wait_for_catch_up(&a.db.primary_url, &replica.url(&a.db.name)).await;
+    let (replica_before, _) = read_counters(&b).await;
+    let (_, progress) = get_auth(&b, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(progress["attempts"], 1);
+    let (_, dashboard) = get_auth(&b, &token, "/api/v1/users/me/dashboard").await;
+    assert_eq!(
+        dashboard["recent_attempts"][0]["attempt_id"],
+        written["attempt_id"]
+    );
+    assert!(
+        read_counters(&b).await.0 > replica_before,
+        "once replayed, B serves the learner from the replica again"
+    );
+    replica_pool.close().await;
+    b.stop().await;
+    a.stop().await;
+}
+
 async fn leaderboard(app: &TestApp, token: &str, period: &str) -> Value {
     let (status, body) = get_auth(
         app,
@@ -562,4 +898,480 @@ async fn with_redis_unreachable_the_leaderboard_is_read_from_postgres() {
     let (status, _) = get_auth(&app, &token, "/api/v1/leaderboard?period=monthly").await;
     assert_eq!(status, 422);
     app.stop().await;
+}
+
+/// `user`'s score on a board in Redis (the test's own key prefix).
+async fn redis_score(app: &TestApp, board: &str, user: &str) -> Option<i64> {
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg(format!("{}:lb:{board}", app.db.name))
+        .arg(user)
+        .query_async(&mut redis)
+        .await
+        .expect("zscore");
+    score.map(|s| s as i64)
+}
+
+/// The current ISO week's board name, as the app keys it.
+fn this_week() -> String {
+    use chrono::Datelike;
+    let week = chrono::Utc::now().iso_week();
+    format!("week:{}-W{:02}", week.year(), week.week())
+}
+
+/// `user`'s XP in Postgres: (all time, this week).
+async fn postgres_xp(app: &TestApp, user: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT (SELECT xp FROM user_progress WHERE user_id = $1),
+                (SELECT coalesce(sum(xp), 0)::int8 FROM attempts
+                  WHERE user_id = $1
+                    AND created_at >= date_trunc('week', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')",
+    )
+    .bind(uuid::Uuid::parse_str(user).expect("uuid"))
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("xp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xp_earned_while_redis_was_unreachable_reaches_the_board_once_it_is_back() {
+    // Redis through a proxy the test can cut; the shared server behind it, so
+    // the test can look at the boards directly.
+    let proxy =
+        crate::chaos_proxy::ChaosProxy::to_port(crate::services::services().redis_port).await;
+    let app = TestApp::builder()
+        .without_replica()
+        .unseeded()
+        .env("REDIS_URL", &format!("redis://{}", proxy.addr()))
+        .start()
+        .await;
+    let (user, token) = app.register_member("outage@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, first, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    let board = leaderboard(&app, &token, "all_time").await;
+    assert_eq!(board["me"]["xp"], first["total_xp"], "{board}");
+    assert_eq!(
+        redis_score(&app, "all", &user).await,
+        first["total_xp"].as_i64()
+    );
+
+    // Redis goes away for one attempt.
+    proxy.cut();
+    let (id, answer) = exercise(&app, "conjugation", 1).await;
+    let (status, second, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201, "an attempt never depends on Redis: {second}");
+    let (all_time, week) = postgres_xp(&app, &user).await;
+    assert_eq!(second["total_xp"].as_i64(), Some(all_time));
+    assert_eq!(second["weekly_xp"].as_i64(), Some(week));
+    assert_eq!(
+        redis_score(&app, "all", &user).await,
+        first["total_xp"].as_i64(),
+        "the board missed it"
+    );
+    proxy.heal();
+
+    // Once Redis answers again, reading the board heals it: the board in
+    // Redis itself carries the XP, not just a fallback read from Postgres.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let board = leaderboard(&app, &token, "all_time").await;
+        let weekly = leaderboard(&app, &token, "weekly").await;
+        let healed = redis_score(&app, "all", &user).await == Some(all_time)
+            && redis_score(&app, &this_week(), &user).await == Some(week);
+        if healed {
+            assert_eq!(board["me"]["xp"].as_i64(), Some(all_time), "{board}");
+            assert_eq!(weekly["me"]["xp"].as_i64(), Some(week), "{weekly}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the board never caught up: Redis has {:?}, Postgres {all_time}",
+            redis_score(&app, "all", &user).await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // And the healed board stays served from Redis.
+    let board = leaderboard(&app, &token, "all_time").await;
+    assert_eq!(board["me"]["xp"].as_i64(), Some(all_time));
+    app.stop().await;
+}
+
+/// Polls `sql` (one boolean) on `pool` until it is true.
+async fn wait_until(pool: &sqlx::PgPool, what: &str, sql: &'static str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !sqlx::query_scalar::<_, bool>(sql)
+        .fetch_one(pool)
+        .await
+        .expect(what)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_racing_a_rebuild_keeps_its_xp_on_the_board() {
+    use refbackend::leaderboard::{Leaderboard, Period};
+
+    let app = app().await;
+    let (user, token) = app.register_member("racer@example.com").await;
+    let user_id = uuid::Uuid::parse_str(&user).expect("uuid");
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+
+    // A second instance's leaderboard (same Redis keys) whose Redis the test
+    // can freeze, reading Postgres with a name the test can watch.
+    let proxy =
+        crate::chaos_proxy::ChaosProxy::to_port(crate::services::services().redis_port).await;
+    let config = refbackend::config::RedisConfig {
+        url: refbackend::config::Secret::new(format!("redis://{}", proxy.addr())),
+        key_prefix: format!("{}:", app.db.name),
+        connect_timeout: std::time::Duration::from_secs(5),
+        response_timeout: std::time::Duration::from_secs(30),
+    };
+    let other = Leaderboard::new(
+        refbackend::cache::redis::Redis::new(
+            &config,
+            prometheus::IntCounter::new("e", "e").expect("metric"),
+            prometheus::IntGauge::new("o", "o").expect("metric"),
+        )
+        .expect("redis"),
+        &config.key_prefix,
+    );
+    let options: sqlx::postgres::PgConnectOptions = app.db.primary_url.parse().expect("url");
+    // One connection, so the rebuild's statement is already prepared below:
+    // then its snapshot is taken after its table lock, in one round trip.
+    let rebuild_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.application_name("lb-rebuild"))
+        .await
+        .expect("pool");
+    let watch = app.state.db.write().clone();
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let board = this_week();
+    let lose_the_board = async |redis: &mut redis::aio::MultiplexedConnection| {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{}:lb:{board}", app.db.name))
+            .arg(format!("{}:lb:{board}:ready", app.db.name))
+            .query_async(redis)
+            .await
+            .expect("del");
+    };
+    lose_the_board(&mut redis).await;
+    other
+        .read(&rebuild_pool, Period::Weekly, user_id, 10)
+        .await
+        .expect("warm-up rebuild");
+
+    // Redis loses the weekly board; the attempt below is held before its
+    // progress row lock, the rebuild before its read of Postgres.
+    lose_the_board(&mut redis).await;
+    let mut hold_attempt = watch.begin().await.expect("begin");
+    sqlx::query("SELECT 1 FROM user_progress WHERE user_id = $1 FOR UPDATE")
+        .bind(user_id)
+        .execute(&mut *hold_attempt)
+        .await
+        .expect("row lock");
+    let (id, answer) = exercise(&app, "conjugation", 1).await;
+    let racing = tokio::spawn({
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/exercises/{id}/attempts")),
+            token.clone(),
+        );
+        async move {
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .json(&json!({"answer": answer}))
+                .send()
+                .await
+                .expect("attempt");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    });
+    wait_until(
+        &watch,
+        "the attempt waits for the progress row",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'
+                           AND query LIKE '%FOR UPDATE OF p%')",
+    )
+    .await;
+    let mut hold_rebuild = watch.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE user_weekly_xp IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *hold_rebuild)
+        .await
+        .expect("table lock");
+    let rebuilding = tokio::spawn(async move {
+        other
+            .read(&rebuild_pool, Period::Weekly, user_id, 10)
+            .await
+            .expect("read")
+    });
+    wait_until(
+        &watch,
+        "the rebuild waits to read Postgres",
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                         WHERE datname = current_database() AND application_name = 'lb-rebuild'
+                           AND wait_event_type = 'Lock')",
+    )
+    .await;
+
+    // The rebuild reads Postgres before the attempt commits, and its writes
+    // to Redis stall until after the attempt has set its new total.
+    proxy.blackhole();
+    hold_rebuild.rollback().await.expect("release the rebuild");
+    wait_until(
+        &watch,
+        "the rebuild has read Postgres",
+        "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE datname = current_database()
+                               AND application_name = 'lb-rebuild' AND state <> 'idle')",
+    )
+    .await;
+    hold_attempt.rollback().await.expect("release the attempt");
+    let (status, second) = racing.await.expect("attempt task");
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(
+        redis_score(&app, &board, &user).await,
+        second["weekly_xp"].as_i64(),
+        "the attempt set its total"
+    );
+    proxy.heal();
+    rebuilding.await.expect("rebuild task");
+
+    let (_, week) = postgres_xp(&app, &user).await;
+    assert_eq!(second["weekly_xp"].as_i64(), Some(week));
+    assert_eq!(
+        redis_score(&app, &board, &user).await,
+        Some(week),
+        "the rebuild's older snapshot did not overwrite the attempt"
+    );
+    let weekly = leaderboard(&app, &token, "weekly").await;
+    assert_eq!(weekly["me"]["xp"].as_i64(), Some(week), "{weekly}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn streaks_count_days_in_the_learners_time_zone_not_utc() {
+    let app = app().await;
+    // At any instant at least one of these zones is on another date than UTC
+    // (Kiritimati is UTC+14, Pago Pago UTC-11), so an implementation counting
+    // UTC days fails below whatever the time of day.
+    let zones = [
+        "Pacific/Auckland",
+        "Pacific/Kiritimati",
+        "Pacific/Pago_Pago",
+    ];
+    let (utc_today, local_days): (chrono::NaiveDate, Vec<chrono::NaiveDate>) = {
+        let row: (chrono::NaiveDate, Vec<chrono::NaiveDate>) = sqlx::query_as(
+            "SELECT (now() AT TIME ZONE 'UTC')::date,
+                    array_agg((now() AT TIME ZONE z)::date ORDER BY n)
+               FROM unnest($1::text[]) WITH ORDINALITY AS x(z, n)",
+        )
+        .bind(&zones[..])
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("dates");
+        row
+    };
+    assert!(
+        local_days.iter().any(|d| *d != utc_today),
+        "the zones are chosen so one always differs"
+    );
+    let (first, second) = (
+        exercise(&app, "conjugation", 0).await,
+        exercise(&app, "conjugation", 1).await,
+    );
+    for (n, (zone, today)) in zones.iter().zip(&local_days).enumerate() {
+        let (user, token) = app.register_member(&format!("tz{n}@example.com")).await;
+        let user = uuid::Uuid::parse_str(&user).expect("uuid");
+        let response = app
+            .client
+            .patch(app.url("/api/v1/users/me"))
+            .bearer_auth(&token)
+            .json(&json!({"timezone": zone}))
+            .send()
+            .await
+            .expect("patch");
+        let status = response.status();
+        assert_eq!(
+            status,
+            200,
+            "{zone}: {}",
+            response.text().await.unwrap_or_default()
+        );
+
+        let (status, body, _) =
+            attempt(&app, &token, first.0, json!({"answer": first.1}), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["current_streak"], 1, "{zone}");
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(
+            progress["last_active_day"],
+            today.to_string(),
+            "{zone}: the learner's own date"
+        );
+
+        // The previous attempt was on the learner's yesterday (which can be
+        // UTC's today, or UTC's day before yesterday): today's continues it.
+        let set_last_day = async |day: chrono::NaiveDate, streak: i32| {
+            sqlx::query(
+                "UPDATE user_progress
+                    SET last_active_day = $2, current_streak = $3, longest_streak = $3
+                  WHERE user_id = $1",
+            )
+            .bind(user)
+            .bind(day)
+            .bind(streak)
+            .execute(app.state.db.write())
+            .await
+            .expect("set the last active day");
+        };
+        let yesterday = today.pred_opt().expect("date");
+        set_last_day(yesterday, 4).await;
+        let (status, body, _) =
+            attempt(&app, &token, second.0, json!({"answer": second.1}), None).await;
+        assert_eq!(status, 201, "{body}");
+        assert_eq!(body["current_streak"], 5, "{zone}: consecutive local days");
+        // A second attempt the same local day leaves it alone.
+        let (_, body, _) = attempt(&app, &token, first.0, json!({"answer": "x"}), None).await;
+        assert_eq!(body["current_streak"], 5, "{zone}: same local day");
+
+        // Reads judge "alive" by the learner's date too: practised on their
+        // yesterday it still counts, on the day before it is broken.
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(progress["current_streak"], 5, "{zone}");
+        set_last_day(yesterday, 5).await;
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(progress["current_streak"], 5, "{zone}: {progress}");
+        set_last_day(yesterday.pred_opt().expect("date"), 5).await;
+        let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+        assert_eq!(progress["current_streak"], 0, "{zone}: {progress}");
+        assert_eq!(progress["longest_streak"], 5, "{zone}");
+    }
+    app.stop().await;
+}
+
+/// Runs `refbackend partitions <args>` against `db`: (exit code, stdout, stderr).
+async fn partitions_cli(
+    db: &crate::services::TestDatabase,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_refbackend"))
+        .arg("partitions")
+        .args(args)
+        .env("APP_ENV", "test")
+        .env("DATABASE_URL", &db.primary_url)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("runs");
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_partitions_command_lists_and_creates_partitions_and_reports_strays() {
+    use refbackend::db::partitions::TABLES;
+
+    // A migrated database no app has started on: only default partitions.
+    let db = crate::services::services().create_database().await;
+    let (code, out, err) = partitions_cli(&db, &["list"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("attempts_default") && out.contains("questions_default"),
+        "{out}"
+    );
+
+    let today = chrono::Utc::now().date_naive();
+    let (code, out, err) = partitions_cli(&db, &["ensure", "--ahead", "3"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    for spec in TABLES {
+        for (name, from, to) in spec.wanted(today, 3) {
+            assert!(out.contains(&format!("created {name}\n")), "{name}:\n{out}");
+            // Listed with its bounds after creating.
+            let listed = out
+                .lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .find(|cols| cols.len() > 2 && cols[0] == spec.table && cols[1] == name)
+                .map(|cols| cols.join(" "))
+                .unwrap_or_else(|| panic!("{name} not listed:\n{out}"));
+            assert!(
+                listed.contains(&format!("FROM ('{from}"))
+                    && listed.contains(&format!("TO ('{to}")),
+                "{listed}"
+            );
+        }
+    }
+    let (code, out, _) = partitions_cli(&db, &["ensure"]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("all partitions exist (2 periods ahead)"),
+        "{out}"
+    );
+    assert!(!out.contains("created "), "{out}");
+
+    // A row no partition covers is reported (and the command still succeeds).
+    let pool = sqlx::PgPool::connect(&db.primary_url)
+        .await
+        .expect("connect");
+    let user = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, display_name)
+         VALUES ($1, 'stray@example.com', 'x', 'S')",
+    )
+    .bind(user)
+    .execute(&pool)
+    .await
+    .expect("user");
+    let exercise: i64 = sqlx::query_scalar("SELECT min(id) FROM exercises")
+        .fetch_one(&pool)
+        .await
+        .expect("exercise");
+    sqlx::query(
+        "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                counts_as_correct, xp)
+         VALUES ($1, '2031-02-01', $2, $3, 'x', 'incorrect', false, 1)",
+    )
+    .bind(user)
+    .bind(uuid::Uuid::now_v7())
+    .bind(exercise)
+    .execute(&pool)
+    .await
+    .expect("stray");
+    pool.close().await;
+    let (code, out, err) = partitions_cli(&db, &["list"]).await;
+    assert_eq!(code, Some(0), "{err}");
+    let default = out
+        .lines()
+        .find(|l| l.contains("attempts_default"))
+        .expect("default listed");
+    assert_eq!(default.split_whitespace().nth(2), Some("1"), "{default}");
+    assert!(err.contains("1 row(s) in default partitions"), "{err}");
+
+    // Usage errors are clap's: exit code 2 and a message, no panic.
+    let (code, _, err) = partitions_cli(&db, &["frobnicate"]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("frobnicate"), "{err}");
+    let (code, _, err) = partitions_cli(&db, &["ensure", "--ahead", "-1"]).await;
+    assert_eq!(code, Some(2), "{err}");
 }
