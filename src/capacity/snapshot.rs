@@ -50,6 +50,7 @@ pub const PER_USER_TABLES: &[&str] = &[
     "user_progress",
     "user_skill_stats",
     "review_cards",
+    "user_weekly_xp",
     "refresh_families",
     "refresh_tokens",
 ];
