@@ -192,12 +192,16 @@ impl LoadTest {
 /// of both to mean something.
 fn storage_ratios(snapshot: &Snapshot) -> Option<(f64, f64)> {
     let events = snapshot.event_rows();
-    if snapshot.users < 10 || events < 100 {
+    let (user_bytes, event_bytes) = (
+        snapshot.bytes_of(PER_USER_TABLES),
+        snapshot.bytes_of(EVENT_TABLES),
+    );
+    if snapshot.users < 10 || events < 100 || user_bytes <= 0 || event_bytes <= 0 {
         return None;
     }
     Some((
-        snapshot.bytes_of(PER_USER_TABLES) as f64 / snapshot.users as f64,
-        snapshot.bytes_of(EVENT_TABLES) as f64 / events as f64,
+        user_bytes as f64 / snapshot.users as f64,
+        event_bytes as f64 / events as f64,
     ))
 }
 
@@ -309,10 +313,28 @@ impl ForecastArgs {
                 s.database_bytes as f64,
                 format!("snapshot {}", snapshot_name()),
             ),
-            None => Assumed::new(
-                users.value * bytes_per_user.value,
-                "users × bytes per user (no snapshot)",
-            ),
+            // Without one, today's size is the reference data (exercises,
+            // cities, the catalog: what the load test's database held besides
+            // its users and their writes) plus today's users.
+            None => {
+                let reference = load.as_ref().and_then(|l| l.snapshot.as_ref()).map(|s| {
+                    (s.database_bytes - s.bytes_of(PER_USER_TABLES) - s.bytes_of(EVENT_TABLES))
+                        .max(0) as f64
+                });
+                match reference {
+                    Some(bytes) => Assumed::new(
+                        bytes + users.value * bytes_per_user.value,
+                        format!(
+                            "load test database: {:.1} MB of reference data + users × bytes per user",
+                            bytes / 1e6
+                        ),
+                    ),
+                    None => Assumed::new(
+                        users.value * bytes_per_user.value,
+                        "users × bytes per user (no snapshot)",
+                    ),
+                }
+            }
         };
 
         Ok(Inputs {

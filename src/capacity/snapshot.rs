@@ -106,22 +106,27 @@ pub async fn take(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
     )
     .fetch_one(pool)
     .await?;
-    // Top-level tables of the schema, each with the leaves of its partition
-    // tree (a plain table is its own single leaf).
+    // Top-level tables of the schema, each with its leaves: the partitions of
+    // a partitioned table, or the plain table itself (pg_partition_tree gives
+    // nothing for a plain table on some versions, the table on others).
     let tables: Vec<TableSize> = sqlx::query_as(
         "SELECT c.relname::text AS name,
-                count(*) FILTER (WHERE t.relid <> c.oid) AS partitions,
+                count(*) FILTER (WHERE l.oid <> c.oid) AS partitions,
                 CASE WHEN bool_or(l.reltuples < 0) THEN NULL
                      ELSE sum(l.reltuples)::bigint END AS rows_estimate,
-                sum(pg_total_relation_size(t.relid))::bigint AS bytes
+                sum(pg_total_relation_size(l.oid))::bigint AS bytes
            FROM pg_class c
            JOIN pg_namespace n ON n.oid = c.relnamespace
-           CROSS JOIN LATERAL pg_partition_tree(c.oid) t
-           JOIN pg_class l ON l.oid = t.relid
+           CROSS JOIN LATERAL (
+                 SELECT t.relid FROM pg_partition_tree(c.oid) t
+                  WHERE c.relkind = 'p' AND t.isleaf
+                 UNION ALL
+                 SELECT c.oid WHERE c.relkind = 'r'
+           ) AS leaves (oid)
+           JOIN pg_class l ON l.oid = leaves.oid
           WHERE n.nspname = current_schema()
             AND c.relkind IN ('r', 'p')
             AND NOT c.relispartition
-            AND t.isleaf
           GROUP BY c.oid, c.relname
           ORDER BY bytes DESC, name",
     )

@@ -166,6 +166,15 @@ async fn admin_stats_count_what_was_written_and_only_admins_read_them() {
         !tables.iter().any(|t| t["name"] == "attempts_default"),
         "partitions are folded into their table"
     );
+    // Plain tables are listed too, as their own single leaf.
+    for name in ["users", "exercises", "question_votes", "refresh_tokens"] {
+        let table = tables
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} is listed: {tables:?}"));
+        assert_eq!(table["partitions"], 0, "{table}");
+        assert!(table["bytes"].as_i64().expect("bytes") > 0, "{table}");
+    }
     app.stop().await;
 }
 
@@ -260,6 +269,19 @@ async fn a_forecast_derives_per_instance_throughput_from_a_load_test_folder() {
         {"pid": 2, "cpu_percent_avg": 15.0, "cpu_percent_peak": 25.0, "rss_mb_start": 38.0, "rss_mb_peak": 60.0, "samples": 100},
     ]);
     std::fs::write(dir.join("resources.json"), resources.to_string()).expect("resources");
+    // What the run left in its database: 300 kB for 100 users, 1 MB for
+    // 2,000 writes, the rest reference data.
+    let table = |name: &str, bytes: i64| json!({"name": name, "partitions": 0, "rows_estimate": null, "bytes": bytes});
+    let snapshot = json!({
+        "taken_at": "2026-12-02T00:00:00Z", "users": 100, "active_today": 100,
+        "exercises": 3422, "attempts": 1000, "questions": 100, "votes": 900, "answers": 0,
+        "database_bytes": 30_000_000,
+        "tables": [
+            table("exercises", 5_000_000), table("users", 200_000), table("user_progress", 100_000),
+            table("attempts", 600_000), table("questions", 200_000), table("question_votes", 200_000),
+        ],
+    });
+    std::fs::write(dir.join("snapshot.json"), snapshot.to_string()).expect("snapshot");
     let dir_arg = dir.to_str().expect("path").to_owned();
     let run = |extra: &'static [&'static str]| {
         let mut args = vec![
@@ -287,6 +309,13 @@ async fn a_forecast_derives_per_instance_throughput_from_a_load_test_folder() {
     let plan: Value = serde_json::from_slice(&output.stdout).expect("json");
     assert_eq!(plan["inputs"]["instance_rps"]["value"], 400.0, "{plan}");
     assert_eq!(plan["inputs"]["write_share"]["value"], 0.3);
+    assert_eq!(plan["inputs"]["bytes_per_user"]["value"], 3_000.0);
+    assert_eq!(plan["inputs"]["bytes_per_write"]["value"], 500.0);
+    assert_eq!(
+        plan["inputs"]["base_bytes"]["value"],
+        28_700_000.0 + 50_000.0 * 3_000.0,
+        "reference data plus today's users"
+    );
     assert_eq!(plan["months"].as_array().map(Vec::len), Some(3));
 
     let csv = run(&["--format", "csv", "--months", "1"]).await;
