@@ -198,6 +198,8 @@ pub struct AuthConfig {
     pub refresh_token_ttl: Duration,
     /// How many password hashes may run at once (each takes ~19 MiB and one core).
     pub password_hash_concurrency: usize,
+    /// How long a sign-in waits for a hashing slot before a 503 (load shedding).
+    pub password_hash_queue_timeout: Duration,
     pub login_per_account: crate::ratelimit::Quota,
     pub login_per_ip: crate::ratelimit::Quota,
     pub register_per_ip: crate::ratelimit::Quota,
@@ -656,6 +658,8 @@ impl Reader<'_> {
             refresh_token_ttl: self
                 .duration("REFRESH_TOKEN_TTL", Duration::from_secs(30 * 24 * 3600)),
             password_hash_concurrency: self.parse("PASSWORD_HASH_CONCURRENCY", cores).max(1),
+            password_hash_queue_timeout: self
+                .duration("PASSWORD_HASH_QUEUE_TIMEOUT", Duration::from_secs(2)),
             login_per_account: self.parse("RATE_LIMIT_LOGIN_ACCOUNT", quota(10, 15 * 60)),
             login_per_ip: self.parse("RATE_LIMIT_LOGIN_IP", quota(100, 15 * 60)),
             register_per_ip: self.parse("RATE_LIMIT_REGISTER_IP", quota(20, 3600)),

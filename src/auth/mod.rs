@@ -102,7 +102,8 @@ impl Auth {
             passwords: password::Passwords::new(
                 password::Params::owasp(),
                 config.password_hash_concurrency,
-            ),
+            )
+            .with_queue_timeout(config.password_hash_queue_timeout),
             limiter,
             settings: Arc::new(config.clone()),
         })

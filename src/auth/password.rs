@@ -116,6 +116,11 @@ pub enum PasswordError {
     /// shutting down.
     #[error("password hashing task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Every permit stayed taken for the whole queue timeout: the instance is
+    /// saturated with hashes, and the caller should be told to retry rather
+    /// than wait until its request times out.
+    #[error("password hashing is saturated (waited {0:?} for a permit)")]
+    Busy(std::time::Duration),
 }
 
 /// Hashes and verifies passwords; cheap to clone (all state sits behind one
@@ -129,6 +134,8 @@ struct Inner {
     params: Params,
     argon2: Argon2<'static>,
     permits: Arc<Semaphore>,
+    /// How long a caller may wait for a permit (None: as long as it takes).
+    queue_timeout: Option<std::time::Duration>,
     /// Verified against when the account does not exist, so that path does the
     /// same amount of work as a wrong password.
     dummy_hash: PasswordHash,
@@ -185,12 +192,25 @@ impl Passwords {
                 params,
                 argon2,
                 permits: Arc::new(Semaphore::new(max_concurrent.min(Semaphore::MAX_PERMITS))),
+                queue_timeout: None,
                 dummy_hash,
                 runs: std::sync::atomic::AtomicU64::new(0),
                 #[cfg(test)]
                 probe: tests::ConcurrencyProbe::default(),
             }),
         }
+    }
+
+    /// Bounds how long a hash or verification waits for a permit; past it the
+    /// call fails with [`PasswordError::Busy`] (a 503 with `Retry-After`).
+    /// Under a login flood, callers then get a quick answer instead of queueing
+    /// until their request times out, and the queue cannot grow without bound.
+    /// Call it right after [`Passwords::new`], before the value is cloned.
+    pub fn with_queue_timeout(mut self, timeout: std::time::Duration) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.queue_timeout = Some(timeout);
+        }
+        self
     }
 
     /// The parameters new hashes are made with.
@@ -267,26 +287,31 @@ impl Passwords {
             || stored_params.output_len() != Some(argon2::Params::DEFAULT_OUTPUT_LEN)
     }
 
-    /// Runs `work` on the blocking pool once a permit is free.
-    ///
-    /// The permit moves into the blocking closure rather than staying in this
-    /// future: if the caller is cancelled (client gone, request timeout) the
-    /// hash keeps running on its thread, and it must keep counting against the
-    /// bound until it actually finishes.
     /// How many argon2 operations this instance has run.
     pub fn runs(&self) -> u64 {
         self.inner.runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Runs `work` on the blocking pool once a permit is free (within the
+    /// queue timeout, if one is set).
+    ///
+    /// The permit moves into the blocking closure rather than staying in this
+    /// future: if the caller is cancelled (client gone, request timeout) the
+    /// hash keeps running on its thread, and it must keep counting against the
+    /// bound until it actually finishes.
     async fn run_blocking<T, F>(&self, work: F) -> Result<T, PasswordError>
     where
         F: FnOnce(&Inner) -> T + Send + 'static,
         T: Send + 'static,
     {
-        let permit = Arc::clone(&self.inner.permits)
-            .acquire_owned()
-            .await
-            .expect("the password semaphore is never closed");
+        let acquire = Arc::clone(&self.inner.permits).acquire_owned();
+        let permit = match self.inner.queue_timeout {
+            Some(limit) => tokio::time::timeout(limit, acquire)
+                .await
+                .map_err(|_| PasswordError::Busy(limit))?,
+            None => acquire.await,
+        }
+        .expect("the password semaphore is never closed");
         let inner = Arc::clone(&self.inner);
         let result = tokio::task::spawn_blocking(move || {
             inner
@@ -551,6 +576,29 @@ mod tests {
         let probe = &passwords.inner.probe;
         assert_eq!(probe.current.load(Ordering::SeqCst), 0);
         assert_eq!(probe.max_seen.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_cannot_get_a_permit_in_time_is_told_the_hasher_is_busy() {
+        let passwords = Passwords::new(Params::insecure_fast_for_tests(), 1)
+            .with_queue_timeout(std::time::Duration::from_millis(50));
+        let stored = passwords.hash("pw").await.expect("hash");
+        // Every permit taken, as by a flood of slow hashes.
+        let held = Arc::clone(&passwords.inner.permits)
+            .acquire_owned()
+            .await
+            .expect("permit");
+        let refused = passwords.verify("pw", Some(&stored)).await;
+        assert!(
+            matches!(refused, Err(PasswordError::Busy(_))),
+            "{refused:?}"
+        );
+        assert!(matches!(
+            passwords.hash("x").await,
+            Err(PasswordError::Busy(_))
+        ));
+        drop(held);
+        assert!(passwords.verify("pw", Some(&stored)).await.expect("verify"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,12 +11,32 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::password::PasswordError;
 use crate::auth::store::{self, NewUser, Rotation};
 use crate::auth::{ClientIp, Role, refresh, validate};
 use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::AppJson;
 use crate::http::users::UserProfile;
 use crate::ratelimit::{Decision, set_headers};
+
+/// A hashing failure as the client sees it: a saturated hasher is a 503 with
+/// `Retry-After` (load shedding, counted as `auth_events_total{event="hash_shed"}`);
+/// anything else is a bug or corrupt data.
+fn password_error(state: &AppState, error: PasswordError) -> AppError {
+    match error {
+        PasswordError::Busy(_) => {
+            state
+                .metrics
+                .auth_events_total
+                .with_label_values(&["hash_shed"])
+                .inc();
+            AppError::Unavailable(
+                "Too many sign-ins are being checked right now; retry in a moment.".into(),
+            )
+        }
+        other => AppError::Internal(other.into()),
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -147,6 +167,7 @@ async fn new_session(
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many registrations from this address", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Password hashing saturated or database unavailable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -179,7 +200,7 @@ pub async fn register(
         .passwords
         .hash(&req.password)
         .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+        .map_err(|e| password_error(&state, e))?;
     let id = Uuid::now_v7();
     let mut tx = state.db.write().begin().await?;
     let user = store::insert_user(
@@ -230,6 +251,7 @@ fn account_key(email: &str) -> String {
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many attempts for this account or address", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Password hashing saturated or database unavailable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -262,7 +284,7 @@ pub async fn login(
             user.as_ref().map(|u| u.password_hash.as_str()),
         )
         .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+        .map_err(|e| password_error(&state, e))?;
     let Some(user) = user.filter(|u| valid && u.is_active) else {
         state
             .metrics

@@ -696,3 +696,35 @@ async fn with_redis_down_login_limits_fall_back_to_the_instance_and_requests_sti
     );
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_past_the_hashing_queue_gets_quick_503s_not_timeouts() {
+    // One hashing slot and almost no queue: concurrent sign-ins beyond the
+    // one being hashed are shed at once.
+    let app = app_builder()
+        .env("PASSWORD_HASH_CONCURRENCY", "1")
+        .env("PASSWORD_HASH_QUEUE_TIMEOUT", "1ms")
+        .env("RATE_LIMIT_LOGIN_ACCOUNT", "1000/1m")
+        .env("RATE_LIMIT_LOGIN_IP", "1000/1m")
+        .start()
+        .await;
+    register(&app, "flood@example.com").await;
+    let flood = (0..16).map(|_| login(&app, "flood@example.com", "correct horse battery"));
+    let answers = futures_util::future::join_all(flood).await;
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    let shed: Vec<_> = answers.iter().filter(|(s, _, _)| *s == 503).collect();
+    assert_eq!(ok + shed.len(), 16, "only successes and 503s: {answers:?}");
+    assert!(ok >= 1, "the slot keeps working");
+    let (_, problem, headers) = shed.first().expect("some sign-ins were shed");
+    assert_eq!(problem["type"], "/problems/unavailable");
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        app.metric("auth_events_total", &[("event", "hash_shed")])
+            .await,
+        shed.len() as f64
+    );
+    // Once the flood is over, signing in works again.
+    let (status, _, _) = login(&app, "flood@example.com", "correct horse battery").await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
