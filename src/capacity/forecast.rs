@@ -222,15 +222,11 @@ fn count(x: f64) -> u32 {
     }
 }
 
-/// The stage of DESIGN.md's table: by users, raised by what the plan needs.
-fn stage(users: f64, instances: u32, shards: u32, replicas: u32) -> u8 {
-    let by_users = match users {
-        u if u < 1_000.0 => 1,
-        u if u < 10_000.0 => 2,
-        u if u < 100_000.0 => 3,
-        _ => 4,
-    };
-    let by_plan = if shards > 1 {
+/// The scaling stage (DESIGN.md's table) this month's plan deploys: what it
+/// needs, not the user count the table names, which assumes a typical load
+/// per user (a light service can serve 100k users at stage 2).
+fn stage(instances: u32, shards: u32, replicas: u32) -> u8 {
+    if shards > 1 {
         4
     } else if replicas > 0 {
         3
@@ -238,8 +234,7 @@ fn stage(users: f64, instances: u32, shards: u32, replicas: u32) -> u8 {
         2
     } else {
         1
-    };
-    by_users.max(by_plan)
+    }
 }
 
 /// Computes the plan. Call [`Inputs::problems`] first: invalid inputs give a
@@ -297,7 +292,7 @@ pub fn forecast(inputs: &Inputs) -> Forecast {
             users: users.round() as u64,
             daily_active: active.round() as u64,
             peak_rps: round2(peak),
-            stage: stage(users, instances, shards, replicas_per_shard),
+            stage: stage(instances, shards, replicas_per_shard),
             api_instances: instances,
             db_shards: shards,
             replicas_per_shard,
@@ -368,7 +363,10 @@ mod tests {
         assert_eq!(now.storage_gb, 10.0);
         // 4 × 10 + 1 node × 100 + 10 GB × 1 + 50.
         assert_eq!(now.cost_per_month, 200.0);
-        assert_eq!(now.stage, 4, "100k users is stage 4 whatever the plan");
+        assert_eq!(
+            now.stage, 2,
+            "the plan's needs set the stage, not the user count"
+        );
     }
 
     #[test]
