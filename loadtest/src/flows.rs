@@ -100,26 +100,56 @@ pub async fn health(user: &mut GooseUser) -> TransactionResult {
     Ok(())
 }
 
-/// On start: registers a new, unique account and keeps its access token.
+/// How often a shed or rate-limited registration is tried again.
+const REGISTER_TRIES: u32 = 10;
+
+/// On start: registers a new, unique account and keeps its access token. A
+/// 503 or 429 (the server shedding sign-ups under load) is retried after its
+/// `Retry-After`, as a real client would; every try is still counted, so the
+/// refusals stay in the report. Without this, one shed sign-up would turn all
+/// of that user's later requests into 401s and measure the test, not the server.
 pub async fn register(user: &mut GooseUser) -> TransactionResult {
     let email = format!("lt-{}@loadtest.example.com", uuid::Uuid::new_v4().simple());
     let body = json!({"email": email, "password": PASSWORD, "display_name": "Load Test"});
-    let response = send(
-        user,
-        GooseMethod::Post,
-        "/api/v1/auth/register",
-        "/api/v1/auth/register",
-        None,
-        Some(body),
-        false,
-    )
-    .await?;
-    let token = response
-        .as_ref()
-        .and_then(|b| b.get("access_token"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let mut token = String::new();
+    for _ in 0..REGISTER_TRIES {
+        let builder = user
+            .get_request_builder(&GooseMethod::Post, "/api/v1/auth/register")?
+            .json(&body);
+        let request = GooseRequest::builder()
+            .method(GooseMethod::Post)
+            .path("/api/v1/auth/register")
+            .name("/api/v1/auth/register")
+            .set_request_builder(builder)
+            .build();
+        let goose = user.request(request).await?;
+        let Ok(response) = goose.response else {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        };
+        let status = response.status().as_u16();
+        if response.status().is_success() {
+            let created = response.json::<Value>().await.ok();
+            token = created
+                .as_ref()
+                .and_then(|b| b.get("access_token"))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            break;
+        }
+        if status != 503 && status != 429 {
+            break;
+        }
+        let wait = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, 10);
+        tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    }
     user.set_session_data(Account { email, token });
     Ok(())
 }
