@@ -798,23 +798,11 @@ const VOTE_REFUSAL: Duration = Duration::from_secs(2);
 async fn vote_calls(app: &TestApp, n: usize) -> Vec<Call> {
     let mut calls = Vec::with_capacity(n);
     for i in 0..n {
-        let user = uuid::Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO users (id, email, password_hash, display_name)
-             VALUES ($1, $2, 'not-a-hash', 'Chaos voter')",
-        )
-        .bind(user)
-        .bind(format!("{user}@example.com"))
-        .execute(app.state.db.write())
-        .await
-        .expect("voter");
-        let token = app
-            .state
-            .auth
-            .jwt
-            .issue(user, "member")
-            .expect("token")
-            .token;
+        let (_, token) = app
+            .users_with_role(1, "member")
+            .await
+            .pop()
+            .expect("one user");
         let response = app
             .client
             .post(app.url("/api/v1/cities/1/questions"))

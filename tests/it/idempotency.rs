@@ -388,23 +388,11 @@ async fn a_vote_on_a_question_locked_past_the_statement_timeout_is_a_503_then_it
         .start()
         .await;
     let pool = app.state.db.write().clone();
-    let user = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO users (id, email, password_hash, display_name)
-         VALUES ($1, $2, 'not-a-hash', 'Voter')",
-    )
-    .bind(user)
-    .bind(format!("{user}@example.com"))
-    .execute(&pool)
-    .await
-    .expect("user");
-    let token = app
-        .state
-        .auth
-        .jwt
-        .issue(user, "member")
-        .expect("token")
-        .token;
+    let (user, token) = app
+        .users_with_role(1, "member")
+        .await
+        .pop()
+        .expect("one user");
     let response = app
         .client
         .post(app.url("/api/v1/cities/1/questions"))

@@ -23,25 +23,19 @@ async fn members(app: &TestApp, n: usize) -> Vec<(Uuid, String)> {
 }
 
 async fn with_role(app: &TestApp, n: usize, role: &str) -> Vec<(Uuid, String)> {
-    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let emails: Vec<String> = ids.iter().map(|id| format!("{id}@example.com")).collect();
-    sqlx::query(
-        "INSERT INTO users (id, email, password_hash, display_name, role)
-         SELECT id, email, 'not-a-hash', 'Resident', $3
-           FROM UNNEST($1::uuid[], $2::text[]) AS x(id, email)",
+    app.users_with_role(n, role).await
+}
+
+/// The one moderation_log row of `question`: (moderator, action, target, reason).
+async fn audit_row(app: &TestApp, question: &str) -> (Uuid, String, Option<Uuid>, Option<String>) {
+    sqlx::query_as(
+        "SELECT moderator_id, action, target_id, reason FROM moderation_log
+          WHERE question_id = $1",
     )
-    .bind(&ids)
-    .bind(&emails)
-    .bind(role)
-    .execute(app.state.db.write())
+    .bind(Uuid::parse_str(question).expect("uuid"))
+    .fetch_one(app.state.db.write())
     .await
-    .expect("users");
-    ids.into_iter()
-        .map(|id| {
-            let token = app.state.auth.jwt.issue(id, role).expect("token").token;
-            (id, token)
-        })
-        .collect()
+    .expect("one audit row")
 }
 
 async fn send(
@@ -671,15 +665,7 @@ async fn merging_a_duplicate_moves_votes_without_double_counting() {
             .await
             .expect("votes");
     assert_eq!(votes, 3, "one vote per user on the target");
-    let (moderator_id, action, target_id, reason): (Uuid, String, Option<Uuid>, Option<String>) =
-        sqlx::query_as(
-            "SELECT moderator_id, action, target_id, reason FROM moderation_log
-              WHERE question_id = $1",
-        )
-        .bind(Uuid::parse_str(&source).expect("uuid"))
-        .fetch_one(app.state.db.write())
-        .await
-        .expect("one audit row");
+    let (moderator_id, action, target_id, reason) = audit_row(&app, &source).await;
     assert_eq!(
         (moderator_id, action.as_str(), target_id, reason.as_deref()),
         (
@@ -1452,15 +1438,7 @@ async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
     .await;
     assert_eq!(status, 409, "a removed question takes no votes");
 
-    let (moderator_id, action, target_id, reason): (Uuid, String, Option<Uuid>, Option<String>) =
-        sqlx::query_as(
-            "SELECT moderator_id, action, target_id, reason FROM moderation_log
-              WHERE question_id = $1",
-        )
-        .bind(Uuid::parse_str(&id).expect("uuid"))
-        .fetch_one(app.state.db.write())
-        .await
-        .expect("one audit row");
+    let (moderator_id, action, target_id, reason) = audit_row(&app, &id).await;
     assert_eq!(
         (moderator_id, action.as_str(), target_id, reason.as_deref()),
         (moderator.0, "remove", None, Some("spam"))

@@ -88,6 +88,30 @@ impl TestApp {
         (status, response.json().await.expect("json body"))
     }
 
+    /// `n` accounts with `role`, inserted directly (no password hashing, so
+    /// fast), each with an access token: (user id, token).
+    pub async fn users_with_role(&self, n: usize, role: &str) -> Vec<(uuid::Uuid, String)> {
+        let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::now_v7()).collect();
+        let emails: Vec<String> = ids.iter().map(|id| format!("{id}@example.com")).collect();
+        sqlx::query(
+            "INSERT INTO users (id, email, password_hash, display_name, role)
+             SELECT id, email, 'not-a-hash', 'Resident', $3
+               FROM UNNEST($1::uuid[], $2::text[]) AS x(id, email)",
+        )
+        .bind(&ids)
+        .bind(&emails)
+        .bind(role)
+        .execute(self.state.db.write())
+        .await
+        .expect("users");
+        ids.into_iter()
+            .map(|id| {
+                let token = self.state.auth.jwt.issue(id, role).expect("token").token;
+                (id, token)
+            })
+            .collect()
+    }
+
     /// Registers a member and returns (user id, access token).
     pub async fn register_member(&self, email: &str) -> (String, String) {
         let response = self
