@@ -45,7 +45,7 @@ export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export JWT_SECRET="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')"
 # The login flood would otherwise be (correctly) rate limited after 10 tries.
 export RATE_LIMIT_LOGIN_ACCOUNT=100000000/1m RATE_LIMIT_LOGIN_IP=100000000/1m RATE_LIMIT_REGISTER_IP=100000000/1m
-export RATE_LIMIT_QUESTIONS_USER=100000000/1d RATE_LIMIT_VOTES_USER=100000000/1m
+export RATE_LIMIT_QUESTIONS_USER=100000000/1d RATE_LIMIT_VOTES_USER=100000000/1m RATE_LIMIT_ATTEMPTS_USER=100000000/1m RATE_LIMIT_SIMILAR_IP=100000000/1m
 "$BIN" migrate && "$BIN" seed
 
 wait_port() { for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://127.0.0.1:$1$2" 2>/dev/null && return 0; sleep 0.1; done; return 1; }

@@ -106,14 +106,18 @@ impl App {
         let pubsub_client =
             ::redis::Client::open(config.redis.url.expose()).context("configuring Redis")?;
         if config.database.migrate_on_start {
-            crate::db::migrate::run(db.write())
+            crate::db::migrate::run_all(&db)
                 .await
                 .context("running migrations at start-up")?;
+        }
+        // Where each bucket's users live (stage 4), before the first request.
+        if let Err(e) = db.reload_shard_map().await {
+            tracing::warn!(error = %e, "could not load the shard map; every bucket is on main until it loads");
         }
         // Partitions for now and the next periods, before the first request —
         // bounded, so an unreachable primary does not hold up start-up (the
         // periodic task retries).
-        let first_round = crate::maintenance::run_once(db.write(), &metrics);
+        let first_round = crate::maintenance::run_once(&db, &metrics);
         if tokio::time::timeout(Duration::from_secs(5), first_round)
             .await
             .is_err()
@@ -137,10 +141,12 @@ impl App {
         let subscriber = tokio::spawn(cache.clone().run_subscriber(
             pubsub_client,
             config.redis.response_timeout,
+            auth.accounts.clone(),
+            db.shards().cloned(),
             stop_rx.clone(),
         ));
         let maintenance = tokio::spawn(crate::maintenance::run(
-            db.write().clone(),
+            db.clone(),
             metrics.clone(),
             config.database.maintenance_interval,
             stop_rx,
@@ -189,7 +195,8 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 
 /// The complete router: routes, OpenAPI JSON, docs page and middleware.
 pub fn router(state: AppState) -> Router {
-    let (routes, openapi) = api_router().split_for_parts();
+    let (routes, mut openapi) = api_router().split_for_parts();
+    openapi::close_tagged_unions(&mut openapi);
     let routes = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(http::not_found)

@@ -99,6 +99,65 @@ pub struct DatabaseConfig {
     /// How often to create partitions ahead and purge expired keys/tokens
     /// (`MAINTENANCE_INTERVAL`, default 1h).
     pub maintenance_interval: Duration,
+    /// `SHARD_URLS`: the databases that hold per-user rows besides `main`
+    /// (stage 4, docs/sharding.md). Empty: one database, as in stages 1-3.
+    pub shards: Vec<ShardConfig>,
+    /// `DB_BEHIND_PGBOUNCER` (default false): the database URLs point at
+    /// PgBouncer in transaction mode (src/db/pool.rs explains what changes).
+    pub behind_pgbouncer: bool,
+}
+
+/// One shard from `SHARD_URLS`: `name=primary-url[|replica-url...]`, entries
+/// separated by commas. Shards use the `DB_POOL_*` and `DB_REPLICA_POOL_*`
+/// knobs of the main database.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub name: String,
+    pub primary_url: Secret,
+    pub replica_urls: Vec<Secret>,
+}
+
+impl FromStr for ShardConfig {
+    type Err = String;
+
+    fn from_str(entry: &str) -> Result<Self, String> {
+        let (name, urls) = entry
+            .split_once('=')
+            .ok_or("expected name=postgres://primary[|postgres://replica...]")?;
+        let name = name.trim();
+        if !is_shard_name(name) || name == crate::db::shards::MAIN {
+            return Err(format!(
+                "shard name {name:?}: 1-32 of a-z, 0-9 and '-', starting with a letter or digit, and not `main`"
+            ));
+        }
+        let mut urls = urls.split('|').map(str::trim);
+        let primary = urls.next().unwrap_or_default();
+        let mut all = vec![primary];
+        all.extend(urls);
+        for url in &all {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(format!("shard {name}: every URL must be a postgres:// URL"));
+            }
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            primary_url: Secret::new(primary.to_owned()),
+            replica_urls: all[1..]
+                .iter()
+                .map(|u| Secret::new((*u).to_owned()))
+                .collect(),
+        })
+    }
+}
+
+/// A shard's name as `shard_map` stores it.
+pub fn is_shard_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    (1..=32).contains(&bytes.len())
+        && bytes[0] != b'-'
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 #[derive(Debug, Clone)]
@@ -129,6 +188,9 @@ pub struct CivicConfig {
     pub questions_per_user: crate::ratelimit::Quota,
     /// `RATE_LIMIT_VOTES_USER`: votes a user may cast or change (default 300/1h).
     pub votes_per_user: crate::ratelimit::Quota,
+    /// `RATE_LIMIT_SIMILAR_IP`: similar-question searches per client address
+    /// (default 120/1m; an IPv6 client counts by its /64).
+    pub similar_per_ip: crate::ratelimit::Quota,
     /// `CIVIC_FLAGS_TO_HIDE`: distinct flags that hide a question until a
     /// moderator reviews it (default 3).
     pub flags_to_hide: i32,
@@ -143,6 +205,13 @@ pub struct PracticeConfig {
     /// `PRACTICE_ACCENT_POLICY`: `warn` (accent slips count as right, with a
     /// warning) or `strict` (they count as wrong).
     pub accent_policy: AccentPolicy,
+    /// `RATE_LIMIT_ATTEMPTS_USER`: answers a learner may submit (default 60/1m:
+    /// a burst of 60, then one a second; replays of an Idempotency-Key do not
+    /// count).
+    pub attempts_per_user: crate::ratelimit::Quota,
+    /// `RATE_LIMIT_EXPORTS_USER`: data exports a learner may download
+    /// (default 10/1h: each reads their whole history).
+    pub exports_per_user: crate::ratelimit::Quota,
 }
 
 /// Which browser origins may call the API.
@@ -203,6 +272,10 @@ pub struct AuthConfig {
     pub login_per_account: crate::ratelimit::Quota,
     pub login_per_ip: crate::ratelimit::Quota,
     pub register_per_ip: crate::ratelimit::Quota,
+    /// `ACCOUNT_CACHE_TTL`: how long an instance may use a cached role and
+    /// active state when it misses a change announcement (default 5s; 0 =
+    /// read the account on every request).
+    pub account_cache_ttl: Duration,
 }
 
 /// Shortest accepted signing secret, in bytes (HS256 wants at least 256 bits).
@@ -280,6 +353,8 @@ impl Config {
                 .duration("HEALTH_CHECK_INTERVAL", Duration::from_millis(1000)),
             migrate_on_start: env.parse("MIGRATE_ON_START", false),
             maintenance_interval: env.duration("MAINTENANCE_INTERVAL", Duration::from_secs(3600)),
+            shards: env.list("SHARD_URLS"),
+            behind_pgbouncer: env.parse("DB_BEHIND_PGBOUNCER", false),
         };
 
         let redis = RedisConfig {
@@ -298,6 +373,7 @@ impl Config {
         let civic = CivicConfig {
             questions_per_user: env.parse("RATE_LIMIT_QUESTIONS_USER", quota(20, 86_400)),
             votes_per_user: env.parse("RATE_LIMIT_VOTES_USER", quota(300, 3600)),
+            similar_per_ip: env.parse("RATE_LIMIT_SIMILAR_IP", quota(120, 60)),
             flags_to_hide: env.parse("CIVIC_FLAGS_TO_HIDE", 3_i32).max(1),
             duplicate_similarity: env
                 .parse("CIVIC_DUPLICATE_SIMILARITY", 0.6_f64)
@@ -314,6 +390,8 @@ impl Config {
                     AccentPolicy::Warn
                 }
             },
+            attempts_per_user: env.parse("RATE_LIMIT_ATTEMPTS_USER", quota(60, 60)),
+            exports_per_user: env.parse("RATE_LIMIT_EXPORTS_USER", quota(10, 3600)),
         };
         let auth = env.auth(app_env);
 
@@ -385,6 +463,20 @@ fn validate(http: &HttpConfig, db: &DatabaseConfig, errors: &mut Vec<String>) {
         if !is_postgres(replica.expose()) {
             errors.push(format!(
                 "DATABASE_REPLICA_URLS entry {i} must be a postgres:// URL"
+            ));
+        }
+    }
+    if db.behind_pgbouncer && db.migrate_on_start {
+        errors.push(
+            "MIGRATE_ON_START needs a direct database connection (migrations hold a session advisory lock), not DB_BEHIND_PGBOUNCER: run `refbackend migrate` against the databases themselves".into(),
+        );
+    }
+    let mut names = std::collections::HashSet::new();
+    for shard in &db.shards {
+        if !names.insert(shard.name.as_str()) {
+            errors.push(format!(
+                "SHARD_URLS: the shard name {} appears twice",
+                shard.name
             ));
         }
     }
@@ -663,6 +755,7 @@ impl Reader<'_> {
             login_per_account: self.parse("RATE_LIMIT_LOGIN_ACCOUNT", quota(10, 15 * 60)),
             login_per_ip: self.parse("RATE_LIMIT_LOGIN_IP", quota(100, 15 * 60)),
             register_per_ip: self.parse("RATE_LIMIT_REGISTER_IP", quota(20, 3600)),
+            account_cache_ttl: self.duration("ACCOUNT_CACHE_TTL", Duration::from_secs(5)),
         }
     }
 
@@ -798,6 +891,64 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn shard_urls_name_each_shard_with_its_primary_and_replicas() {
+        let cfg = config(&[
+            ("DATABASE_URL", "postgres://main/app"),
+            (
+                "SHARD_URLS",
+                "shard-1=postgres://s1/app|postgres://s1r/app, shard-2=postgresql://s2/app",
+            ),
+        ])
+        .expect("valid");
+        let shards = &cfg.database.shards;
+        assert_eq!(shards.len(), 2);
+        assert_eq!(shards[0].name, "shard-1");
+        assert_eq!(shards[0].primary_url.expose(), "postgres://s1/app");
+        assert_eq!(shards[0].replica_urls.len(), 1);
+        assert_eq!(shards[1].name, "shard-2");
+        assert!(shards[1].replica_urls.is_empty());
+        assert!(
+            config(&[("DATABASE_URL", "postgres://main/app")])
+                .expect("valid")
+                .database
+                .shards
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn bad_shard_urls_are_all_reported() {
+        for (value, expected) in [
+            ("main=postgres://m/app", "not `main`"),
+            ("Shard=postgres://s/app", "shard name"),
+            ("shard-1", "expected name="),
+            ("shard-1=mysql://s/app", "postgres:// URL"),
+            ("shard-1=postgres://s/app|http://r", "postgres:// URL"),
+            ("a=postgres://x/app,a=postgres://y/app", "appears twice"),
+        ] {
+            let err = config(&[
+                ("DATABASE_URL", "postgres://main/app"),
+                ("SHARD_URLS", value),
+            ])
+            .expect_err(value)
+            .to_string();
+            assert!(err.contains(expected), "{value}: {err}");
+        }
+    }
+
+    #[test]
+    fn migrating_at_start_through_pgbouncer_is_refused() {
+        let err = config(&[
+            ("DATABASE_URL", "postgres://bouncer/app"),
+            ("DB_BEHIND_PGBOUNCER", "true"),
+            ("MIGRATE_ON_START", "true"),
+        ])
+        .expect_err("refused")
+        .to_string();
+        assert!(err.contains("MIGRATE_ON_START"), "{err}");
     }
 
     #[test]

@@ -141,6 +141,12 @@ impl AppError {
                  retry shortly."
                     .into(),
             ),
+            Self::Database(e) if is_bad_text(e) => (
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "A value cannot be stored: a character such as U+0000, or a date out of range."
+                    .into(),
+            ),
             Self::Database(_) | Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -177,6 +183,18 @@ pub fn is_busy(e: &sqlx::Error) -> bool {
         .is_some_and(|code| matches!(code.as_ref(), "55P03" | "57014" | "40P01" | "40001"))
 }
 
+/// Errors that mean "the client sent a value Postgres cannot store": 22021
+/// `character_not_in_repertoire` (a NUL in `text`), 22P05
+/// `untranslatable_character` (`\u0000` in `jsonb`) and 22008
+/// `datetime_field_overflow` (a timestamp out of Postgres's range). Inputs are validated
+/// before they reach SQL, so this is a safety net; a hit is still logged at
+/// error level (see `into_response`) because it means a validator is missing.
+pub fn is_bad_text(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| matches!(code.as_ref(), "22021" | "22P05" | "22008"))
+}
+
 /// Builds a problem response. Used by [`AppError`] and by the middleware that
 /// rewrites framework-generated errors (404, 405, 413...) into the same shape.
 pub fn problem_response(
@@ -209,6 +227,11 @@ pub fn problem_response(
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, slug, detail) = self.parts();
+        if let Self::Database(e) = &self
+            && is_bad_text(e)
+        {
+            tracing::error!(error = %e, "text reached the database unvalidated; answered 400");
+        }
         if status.is_server_error() {
             match &self {
                 Self::Database(e) => tracing::error!(error = %e, kind = slug, "database error"),

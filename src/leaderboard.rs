@@ -9,16 +9,25 @@
 //!
 //! Self-healing:
 //! - A board whose `:ready` marker is missing (Redis restarted empty, evicted,
-//!   flushed) is rebuilt from Postgres by the first reader, under a short lock.
-//!   The rebuild loads a temporary key and merges it into the board in one
-//!   Lua call (`ZUNIONSTORE … AGGREGATE MAX`), so readers never see a
-//!   half-built board and totals written meanwhile are kept.
+//!   flushed) is rebuilt from Postgres in the background, started by the first
+//!   reader that notices (at most one rebuild per board per instance, and one
+//!   across instances under a lock in Redis); readers are served from Postgres
+//!   until it is ready. The rebuild reads the totals in keyset batches of
+//!   [`REBUILD_BATCH`] users (by user id: a stable order, whatever XP changes
+//!   meanwhile), loads them into a temporary key, and merges that into the
+//!   board in one Lua call (`ZUNIONSTORE … AGGREGATE MAX`), so readers never
+//!   see a half-built board and totals written meanwhile are kept.
 //! - An update that could not be applied (circuit open, command failed) is
 //!   remembered by the instance; as soon as Redis answers again, the boards it
 //!   touched are marked stale for every instance: their `:gen` counter moves
 //!   and `:ready` is dropped, so the next read rebuilds them. A rebuild that
 //!   was already running sets `:ready` only if `:gen` did not move meanwhile.
 //!   The learner's next attempt also rewrites their own totals.
+//! - A rebuild holds its lock under a token of its own and loads into a
+//!   temporary key of its own. If the lock or that key vanished midway (Redis
+//!   flushed, evicted or failed over while it read Postgres), what it loaded
+//!   may be incomplete: it merges nothing and marks nothing ready, and the
+//!   background task tries again.
 //!
 //! While Redis is unreachable the boards are read from Postgres directly.
 
@@ -75,20 +84,38 @@ pub struct Leaderboard {
     redis: Redis,
     prefix: String,
     finish: redis::Script,
+    release: redis::Script,
     /// Boards that missed an update while Redis was unreachable.
     missed: Arc<Mutex<HashSet<Board>>>,
+    /// Boards this instance is rebuilding right now.
+    rebuilding: Arc<Mutex<HashSet<String>>>,
 }
+
+/// Users read from Postgres (and written to Redis) per rebuild step.
+pub const REBUILD_BATCH: i64 = 5_000;
 
 /// How long a week's board is kept after it starts (it is read while current).
 const WEEK_TTL_SECS: i64 = 15 * 86_400;
 
-/// How long a rebuild may hold its lock (and its temporary key may live).
+/// How long a rebuild may go without progress before its lock (and its
+/// temporary key) expire; every batch extends both.
 const BUILD_LOCK_MS: i64 = 10_000;
 
 /// Ends a rebuild atomically. KEYS: board, temporary, ready, gen, building.
-/// ARGV: the `gen` seen before reading Postgres, the board's TTL (0: none).
-/// Returns 1 if the board is now ready, 0 if it went stale meanwhile.
+/// ARGV: the `gen` seen before reading Postgres, the board's TTL (0: none),
+/// the rebuild's lock token, how many users it loaded.
+/// Returns 1 if the board is now ready, 0 if it went stale meanwhile, -1 if
+/// the rebuild lost its lock or its temporary key (expired, evicted, flushed:
+/// what it loaded may be incomplete, so it is not merged).
 const FINISH_REBUILD: &str = r"
+if redis.call('GET', KEYS[5]) ~= ARGV[3] then
+  redis.call('DEL', KEYS[2])
+  return -1
+end
+if tonumber(ARGV[4]) > 0 and redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.call('DEL', KEYS[5])
+  return -1
+end
 redis.call('ZUNIONSTORE', KEYS[1], 2, KEYS[1], KEYS[2], 'AGGREGATE', 'MAX')
 redis.call('DEL', KEYS[2], KEYS[5])
 local ttl = tonumber(ARGV[2])
@@ -103,6 +130,18 @@ else
 end
 return 1
 ";
+
+/// Deletes a lock (KEYS[1]) only if it still holds this token (ARGV[1]).
+const RELEASE_LOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+/// How many times a background rebuild runs before leaving the board to the
+/// next reader (each try that went stale or lost its keys starts over).
+const REBUILD_TRIES: u32 = 3;
 
 /// One board's keys in Redis. Boards are equal when their keys are.
 #[derive(Clone, Debug)]
@@ -137,8 +176,10 @@ impl Board {
     fn building(&self) -> String {
         format!("{}:building", self.key)
     }
-    fn temporary(&self) -> String {
-        format!("{}:tmp", self.key)
+    /// Each rebuild loads into a key of its own: one whose lock expired
+    /// cannot write into its successor's.
+    fn temporary(&self, token: &str) -> String {
+        format!("{}:tmp:{token}", self.key)
     }
     fn ttl_secs(&self) -> i64 {
         match self.period {
@@ -154,7 +195,9 @@ impl Leaderboard {
             redis,
             prefix: format!("{prefix}lb:"),
             finish: redis::Script::new(FINISH_REBUILD),
+            release: redis::Script::new(RELEASE_LOCK),
             missed: Arc::new(Mutex::new(HashSet::new())),
+            rebuilding: Arc::new(Mutex::new(HashSet::new())),
         }
     }
 
@@ -252,36 +295,38 @@ impl Leaderboard {
 
     /// The best `limit` entries and `user`'s own (rank from 1, xp), from Redis
     /// (rebuilt first if it lost the board) or, if Redis is unavailable, from
-    /// Postgres.
+    /// Postgres. `pools` are the primaries of every database holding
+    /// per-user rows (main and each shard).
     pub async fn read(
         &self,
-        pool: &PgPool,
+        pools: &[PgPool],
         period: Period,
         user: Uuid,
         limit: i64,
     ) -> Result<(Vec<Entry>, Option<(i64, i64)>), sqlx::Error> {
         let now = Utc::now();
         if self.redis.available() {
-            match self.read_redis(pool, period, now, user, limit).await {
+            match self.read_redis(pools, period, now, user, limit).await {
                 Ok(Some(board)) => return Ok(board),
                 Ok(None) => {}
-                Err(RedisOrDb::Db(e)) => return Err(e),
-                Err(RedisOrDb::Redis(e)) => self.redis.report_failure(&e),
+                Err(RebuildError::Db(e)) => return Err(e),
+                Err(RebuildError::Redis(e)) => self.redis.report_failure(&e),
             }
         }
-        read_postgres(pool, period, now, user, limit).await
+        read_postgres(pools, period, now, user, limit).await
     }
 
-    /// None when the board is being rebuilt right now (by another caller, or
-    /// this rebuild went stale at once): the caller reads Postgres this time.
+    /// None when the board is not ready: a rebuild is started in the
+    /// background (unless one is running here already), and the caller reads
+    /// Postgres this time.
     async fn read_redis(
         &self,
-        pool: &PgPool,
+        pools: &[PgPool],
         period: Period,
         now: DateTime<Utc>,
         user: Uuid,
         limit: i64,
-    ) -> Result<Option<(Vec<Entry>, Option<(i64, i64)>)>, RedisOrDb> {
+    ) -> Result<Option<(Vec<Entry>, Option<(i64, i64)>)>, RebuildError> {
         self.flush_missed().await?;
         let board = self.board(period, now);
         let mut conn = self.redis.connection();
@@ -289,7 +334,8 @@ impl Leaderboard {
             .arg(board.ready())
             .query_async(&mut conn)
             .await?;
-        if !ready && !self.rebuild(pool, &board).await? {
+        if !ready {
+            self.spawn_rebuild(pools.to_vec(), board);
             return Ok(None);
         }
         let stop = isize::try_from(limit - 1).unwrap_or(0);
@@ -316,20 +362,75 @@ impl Leaderboard {
         Ok(Some((entries, me)))
     }
 
-    /// Rebuilds a board from Postgres; false if another caller holds the lock
-    /// or the board was marked stale while this one read Postgres.
-    async fn rebuild(&self, pool: &PgPool, board: &Board) -> Result<bool, RedisOrDb> {
+    /// Starts rebuilding `board` on a task of its own, unless this instance
+    /// is rebuilding it already.
+    fn spawn_rebuild(&self, pools: Vec<PgPool>, board: Board) {
+        {
+            let mut running = self
+                .rebuilding
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !running.insert(board.key.clone()) {
+                return;
+            }
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            // A rebuild that went stale or lost its keys midway is tried
+            // again at once: readers are on Postgres until one completes.
+            let mut result = this.rebuild(&pools, &board).await;
+            for _ in 1..REBUILD_TRIES {
+                if !matches!(result, Ok(Rebuilt::Stale | Rebuilt::Lost)) {
+                    break;
+                }
+                result = this.rebuild(&pools, &board).await;
+            }
+            this.rebuilding
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&board.key);
+            match result {
+                Ok(_) => this.redis.report_success(),
+                Err(RebuildError::Redis(e)) => this.redis.report_failure(&e),
+                Err(RebuildError::Db(e)) => tracing::warn!(
+                    board = board.key,
+                    error = %e,
+                    "leaderboard rebuild could not read Postgres; the next read retries"
+                ),
+            }
+        });
+    }
+
+    /// Rebuilds the current board of `period` now and waits for it (the
+    /// background rebuild's body; for tests and maintenance). False if another
+    /// rebuild holds the lock or the board was marked stale meanwhile.
+    pub async fn rebuild_now(
+        &self,
+        pools: &[PgPool],
+        period: Period,
+    ) -> Result<bool, RebuildError> {
+        let rebuilt = self.rebuild(pools, &self.board(period, Utc::now())).await?;
+        Ok(rebuilt == Rebuilt::Ready)
+    }
+
+    /// Rebuilds a board from Postgres (every shard in turn); false if another
+    /// caller holds the lock or the board was marked stale while this one
+    /// read Postgres. A user read on two shards (their bucket was moving) is
+    /// one member of the board with one score.
+    async fn rebuild(&self, pools: &[PgPool], board: &Board) -> Result<Rebuilt, RebuildError> {
         let mut conn = self.redis.connection();
+        let token = Uuid::new_v4().simple().to_string();
+        let temporary = board.temporary(&token);
         let locked: Option<String> = redis::cmd("SET")
             .arg(board.building())
-            .arg(1)
+            .arg(&token)
             .arg("NX")
             .arg("PX")
             .arg(BUILD_LOCK_MS)
             .query_async(&mut conn)
             .await?;
         if locked.is_none() {
-            return Ok(false);
+            return Ok(Rebuilt::Busy);
         }
         // Read before Postgres: a stale mark after this point keeps the
         // board from being declared ready.
@@ -337,60 +438,98 @@ impl Leaderboard {
             .arg(board.generation())
             .query_async(&mut conn)
             .await?;
-        let rows = match totals(pool, board.period, board.at, None).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                let _: Result<(), _> = redis::cmd("DEL")
-                    .arg(board.building())
-                    .query_async(&mut conn)
-                    .await;
-                return Err(RedisOrDb::Db(e));
+        let mut users = 0_usize;
+        for pool in pools {
+            let mut after = None;
+            loop {
+                let rows = match totals_batch(pool, board.period, board.at, after).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        let _: Result<(), _> = redis::cmd("DEL")
+                            .arg(&temporary)
+                            .query_async(&mut conn)
+                            .await;
+                        // Released only if it is still this rebuild's.
+                        let _: Result<i64, _> = self
+                            .release
+                            .key(board.building())
+                            .arg(&token)
+                            .invoke_async(&mut conn)
+                            .await;
+                        return Err(RebuildError::Db(e));
+                    }
+                };
+                let Some(&(last, _)) = rows.last() else {
+                    break;
+                };
+                let mut pipe = redis::pipe();
+                for chunk in rows.chunks(1000) {
+                    let cmd = pipe.cmd("ZADD").arg(&temporary);
+                    for (user, xp) in chunk {
+                        cmd.arg(*xp).arg(user.to_string());
+                    }
+                    cmd.ignore();
+                }
+                // Progress: the lock and the partial board live on.
+                for key in [temporary.clone(), board.building()] {
+                    pipe.cmd("PEXPIRE").arg(key).arg(BUILD_LOCK_MS).ignore();
+                }
+                pipe.query_async::<()>(&mut conn).await?;
+                users += rows.len();
+                if i64::try_from(rows.len()).unwrap_or(i64::MAX) < REBUILD_BATCH {
+                    break;
+                }
+                after = Some(last);
             }
-        };
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(board.temporary()).ignore();
-        for chunk in rows.chunks(1000) {
-            let cmd = pipe.cmd("ZADD").arg(board.temporary());
-            for (user, xp) in chunk {
-                cmd.arg(*xp).arg(user.to_string());
-            }
-            cmd.ignore();
         }
-        pipe.cmd("PEXPIRE")
-            .arg(board.temporary())
-            .arg(BUILD_LOCK_MS)
-            .ignore();
-        pipe.query_async::<()>(&mut conn).await?;
-        let ready: i64 = self
+        let outcome: i64 = self
             .finish
             .key(&board.key)
-            .key(board.temporary())
+            .key(&temporary)
             .key(board.ready())
             .key(board.generation())
             .key(board.building())
             .arg(generation.unwrap_or(0).to_string())
             .arg(board.ttl_secs())
+            .arg(&token)
+            .arg(users)
             .invoke_async(&mut conn)
             .await?;
+        let rebuilt = match outcome {
+            1 => Rebuilt::Ready,
+            0 => Rebuilt::Stale,
+            _ => Rebuilt::Lost,
+        };
         tracing::info!(
             board = board.key,
-            users = rows.len(),
-            ready = ready == 1,
+            users,
+            ?rebuilt,
             "leaderboard rebuilt from Postgres"
         );
-        Ok(ready == 1)
+        Ok(rebuilt)
     }
 }
 
-enum RedisOrDb {
-    Redis(redis::RedisError),
-    Db(sqlx::Error),
+/// How a rebuild ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rebuilt {
+    /// The board is complete and marked ready.
+    Ready,
+    /// Another rebuild holds the lock.
+    Busy,
+    /// Updates were missed while it read Postgres: merged, not marked ready.
+    Stale,
+    /// Its lock or temporary key vanished midway: nothing merged.
+    Lost,
 }
 
-impl From<redis::RedisError> for RedisOrDb {
-    fn from(e: redis::RedisError) -> Self {
-        RedisOrDb::Redis(e)
-    }
+/// Why a rebuild (or a read that needed Redis) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RebuildError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("postgres: {0}")]
+    Db(#[from] sqlx::Error),
 }
 
 fn score_to_xp(score: f64) -> i64 {
@@ -398,14 +537,50 @@ fn score_to_xp(score: f64) -> i64 {
     score.round() as i64
 }
 
-/// XP per user from Postgres, best first (all users, or the top `limit`).
-async fn totals(
+/// The next [`REBUILD_BATCH`] users with XP on a board after user `after`,
+/// by user id (a primary-key range scan: the order never changes while XP
+/// does, so no user is skipped or read twice).
+async fn totals_batch(
+    pool: &PgPool,
+    period: Period,
+    at: DateTime<Utc>,
+    after: Option<Uuid>,
+) -> Result<Vec<Entry>, sqlx::Error> {
+    let after = after.unwrap_or(Uuid::nil());
+    match period {
+        Period::AllTime => {
+            sqlx::query_as(
+                "SELECT user_id, xp FROM user_progress
+                  WHERE user_id > $1 AND xp > 0
+                  ORDER BY user_id LIMIT $2",
+            )
+            .bind(after)
+            .bind(REBUILD_BATCH)
+            .fetch_all(pool)
+            .await
+        }
+        Period::Weekly => {
+            sqlx::query_as(
+                "SELECT user_id, xp FROM user_weekly_xp
+                  WHERE user_id > $1 AND week = $2 AND xp > 0
+                  ORDER BY user_id LIMIT $3",
+            )
+            .bind(after)
+            .bind(week_bounds(at).0)
+            .bind(REBUILD_BATCH)
+            .fetch_all(pool)
+            .await
+        }
+    }
+}
+
+/// The best `limit` users on a board, from Postgres.
+async fn top(
     pool: &PgPool,
     period: Period,
     now: DateTime<Utc>,
-    limit: Option<i64>,
+    limit: i64,
 ) -> Result<Vec<Entry>, sqlx::Error> {
-    let limit = limit.unwrap_or(i64::MAX);
     match period {
         Period::AllTime => {
             sqlx::query_as(
@@ -430,36 +605,69 @@ async fn totals(
 }
 
 async fn read_postgres(
-    pool: &PgPool,
+    pools: &[PgPool],
     period: Period,
     now: DateTime<Utc>,
     user: Uuid,
     limit: i64,
 ) -> Result<(Vec<Entry>, Option<(i64, i64)>), sqlx::Error> {
-    let top = totals(pool, period, now, Some(limit)).await?;
-    let me: Option<(i64, i64)> = match period {
-        Period::AllTime => {
-            sqlx::query_as(
-                "SELECT (SELECT count(*) + 1 FROM user_progress o WHERE o.xp > p.xp), p.xp
-                   FROM user_progress p WHERE p.user_id = $1 AND p.xp > 0",
-            )
-            .bind(user)
-            .fetch_optional(pool)
-            .await?
+    // Each shard's best, merged: the overall best `limit` are among them.
+    let mut all = Vec::new();
+    for pool in pools {
+        all.extend(top(pool, period, now, limit).await?);
+    }
+    all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    // A user whose bucket is moving can be on two shards for a moment.
+    all.dedup_by_key(|(id, _)| *id);
+    all.truncate(usize::try_from(limit).unwrap_or(0));
+    let mut mine = None;
+    for pool in pools {
+        let xp: Option<i64> = match period {
+            Period::AllTime => {
+                sqlx::query_scalar("SELECT xp FROM user_progress WHERE user_id = $1 AND xp > 0")
+                    .bind(user)
+                    .fetch_optional(pool)
+                    .await?
+            }
+            Period::Weekly => {
+                sqlx::query_scalar(
+                    "SELECT xp FROM user_weekly_xp WHERE user_id = $1 AND week = $2 AND xp > 0",
+                )
+                .bind(user)
+                .bind(week_bounds(now).0)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        if xp.is_some() {
+            mine = xp;
+            break;
         }
-        Period::Weekly => {
-            sqlx::query_as(
-                "SELECT (SELECT count(*) + 1 FROM user_weekly_xp o
-                          WHERE o.week = w.week AND o.xp > w.xp), w.xp
-                   FROM user_weekly_xp w WHERE w.user_id = $1 AND w.week = $2 AND w.xp > 0",
-            )
-            .bind(user)
-            .bind(week_bounds(now).0)
-            .fetch_optional(pool)
-            .await?
-        }
+    }
+    let Some(my_xp) = mine else {
+        return Ok((all, None));
     };
-    Ok((top, me))
+    let mut ahead = 0_i64;
+    for pool in pools {
+        ahead += match period {
+            Period::AllTime => {
+                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM user_progress WHERE xp > $1")
+                    .bind(my_xp)
+                    .fetch_one(pool)
+                    .await?
+            }
+            Period::Weekly => {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT count(*) FROM user_weekly_xp WHERE week = $1 AND xp > $2",
+                )
+                .bind(week_bounds(now).0)
+                .bind(my_xp)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+    }
+    Ok((all, Some((ahead + 1, my_xp))))
 }
 
 #[cfg(test)]

@@ -24,3 +24,4 @@ pub mod seed;
 pub mod server;
 pub mod spanish;
 pub mod telemetry;
+pub mod text;

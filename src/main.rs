@@ -6,6 +6,7 @@ use tokio::net::TcpListener;
 
 use refbackend::app::App;
 use refbackend::auth::admin;
+use refbackend::cache::Namespace;
 use refbackend::capacity::{self, forecast, inputs};
 use refbackend::config::Config;
 use refbackend::db::{self, pool};
@@ -33,10 +34,18 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (configuration from the environment; see .env.example).
     Serve,
-    /// Apply pending database migrations to the primary, then exit.
+    /// Apply pending database migrations to main and every shard, then exit.
     Migrate,
-    /// Load reference data (cities) into the primary, then exit. Idempotent.
+    /// Load reference data (cities, exercises) into main and copy exercises to
+    /// every shard, then exit. Idempotent.
     Seed,
+    /// Stage 4 sharding (docs/sharding.md): `list` shows each shard's buckets,
+    /// users and size; `move` moves one bucket online (resumable);
+    /// `rebalance` plans (and with --apply, runs) moves that even users out.
+    Shards {
+        #[command(subcommand)]
+        action: ShardsAction,
+    },
     /// Time-partitioned tables: `list` shows every partition (and rows stuck
     /// in default partitions); `ensure` creates the current and next ones.
     Partitions {
@@ -63,6 +72,44 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ShardsAction {
+    /// Buckets, users and bytes per shard, and moves in progress.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves a bucket's users to another shard while the service runs.
+    /// Rerun the same command to resume a move that was interrupted.
+    Move {
+        #[arg(long)]
+        bucket: u16,
+        /// The destination: a name from SHARD_URLS, or `main`.
+        #[arg(long)]
+        to: String,
+        /// How long to keep the old copy after the flip, so every instance
+        /// has reloaded the map first.
+        #[arg(long, default_value = "15s", value_parser = humantime_duration)]
+        grace: std::time::Duration,
+    },
+    /// Plans moves that even out users across shards.
+    Rebalance {
+        /// Only print the plan (the default is to print it and stop too;
+        /// --apply runs it).
+        #[arg(long)]
+        dry_run: bool,
+        /// Run the planned moves one after another.
+        #[arg(long, conflicts_with = "dry_run")]
+        apply: bool,
+        #[arg(long, default_value = "15s", value_parser = humantime_duration)]
+        grace: std::time::Duration,
+    },
+}
+
+fn humantime_duration(raw: &str) -> Result<std::time::Duration, String> {
+    refbackend::config::parse_duration(raw)
+}
+
+#[derive(Subcommand, Clone, Copy)]
 enum PartitionsAction {
     /// List partitions with their bounds and (estimated) rows.
     List,
@@ -121,13 +168,18 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             server::serve(app, listener, server::shutdown_signal()).await
         }
         Command::Migrate => {
-            let pool = admin_pool(&config)?;
-            db::migrate::run(&pool)
-                .await
-                .context("running migrations")?;
+            let db = admin_db(&config)?;
+            let result = db::migrate::run_all(&db).await;
+            db.close().await;
+            result.context("running migrations")?;
             tracing::info!("migrations applied");
-            pool.close().await;
             Ok(())
+        }
+        Command::Shards { action } => {
+            let db = admin_db(&config)?;
+            let result = shards_command(&config, &db, action).await;
+            db.close().await;
+            result
         }
         Command::Admin {
             email,
@@ -136,7 +188,11 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let pool = admin_pool(&config)?;
             let outcome = admin::create_or_promote(&pool, &email, &display_name).await;
             pool.close().await;
-            let message = outcome?;
+            let outcome = outcome?;
+            if let admin::Outcome::Promoted { id, .. } = &outcome {
+                announce(&config, &[], &[*id]).await;
+            }
+            let message = outcome.message();
             tracing::info!(%email, "{message}");
             println!("{message}");
             Ok(())
@@ -147,31 +203,70 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Capacity {
             action: CapacityAction::Snapshot { format },
         } => {
-            let pool = admin_pool(&config)?;
-            let snapshot = capacity::snapshot::take(&pool).await;
-            pool.close().await;
+            let db = admin_db(&config)?;
+            let snapshot = capacity::snapshot::take_all(&db).await;
+            db.close().await;
             let snapshot = snapshot.context("taking a snapshot")?;
             print!("{}", capacity::render_snapshot(&snapshot, format)?);
             Ok(())
         }
         Command::Partitions { action } => {
-            let pool = admin_pool(&config)?;
-            let result = partitions_command(&pool, action).await;
-            pool.close().await;
+            let db = admin_db(&config)?;
+            let mut result = Ok(());
+            for shard in db.per_user_dbs() {
+                if db.shards().is_some() {
+                    println!("== {}", shard.name());
+                }
+                result = partitions_command(shard.write(), action).await;
+                if result.is_err() {
+                    break;
+                }
+            }
+            db.close().await;
             result
         }
         Command::Seed => {
-            let pool = admin_pool(&config)?;
-            let seeded = seed::run(&pool).await.context("seeding reference data")?;
+            let db = admin_db(&config)?;
+            let pool = db.write();
+            let seeded = seed::run(pool).await.context("seeding reference data")?;
+            for shard in db.per_user_dbs().iter().skip(1) {
+                db::shards::sync_reference(pool, shard.write())
+                    .await
+                    .with_context(|| format!("copying exercises to shard {}", shard.name()))?;
+            }
+            // Running instances must not keep serving the old lists.
+            announce(&config, &[Namespace::Cities, Namespace::Exercises], &[]).await;
             tracing::info!(
                 cities = seeded.cities,
                 exercises = seeded.exercises,
                 exercises_changed = seeded.exercises_changed,
                 "reference data loaded"
             );
-            pool.close().await;
+            db.close().await;
             Ok(())
         }
+    }
+}
+
+/// Tells running instances about a change made by this command (cache
+/// generations, account state). Redis being down is not fatal: the change is
+/// in the database, and caches expire within their TTLs.
+async fn announce(config: &Config, namespaces: &[Namespace], accounts: &[uuid::Uuid]) {
+    let announced = refbackend::cache::layered::announce_from_outside(
+        config.redis.url.expose(),
+        &config.redis.key_prefix,
+        namespaces,
+        accounts,
+    );
+    match tokio::time::timeout(std::time::Duration::from_secs(5), announced).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(
+            error = %e,
+            "could not tell running instances through Redis; their caches expire within their TTLs"
+        ),
+        Err(_) => tracing::warn!(
+            "Redis did not answer; running instances' caches expire within their TTLs"
+        ),
     }
 }
 
@@ -229,6 +324,98 @@ async fn partitions_command(pool: &sqlx::PgPool, action: PartitionsAction) -> an
     Ok(())
 }
 
+/// Main and every shard, primaries only, with small pools and long statement
+/// timeouts, for one-shot commands.
+fn admin_db(config: &Config) -> anyhow::Result<db::Db> {
+    if config.database.behind_pgbouncer {
+        anyhow::bail!(
+            "this command holds session advisory locks (migrations, bucket moves), which PgBouncer in \
+             transaction mode cannot keep: point DATABASE_URL and SHARD_URLS at the databases themselves \
+             and set DB_BEHIND_PGBOUNCER=false for it"
+        );
+    }
+    let mut database = config.database.clone();
+    database.replica_urls.clear();
+    for shard in &mut database.shards {
+        shard.replica_urls.clear();
+    }
+    database.primary_pool.max_connections = 4;
+    database.primary_pool.min_idle = 0;
+    // DDL, copies and bulk loads may legitimately run longer than a request.
+    database.primary_pool.statement_timeout = std::time::Duration::from_secs(600);
+    Ok(db::Db::new(&database, refbackend::metrics::Metrics::new())?)
+}
+
+async fn shards_command(config: &Config, db: &db::Db, action: ShardsAction) -> anyhow::Result<()> {
+    use db::shards::mover;
+    let announce = Some((
+        config.redis.url.expose().to_owned(),
+        config.redis.key_prefix.clone(),
+    ));
+    match action {
+        ShardsAction::List { json } => {
+            let (usage, moves) = mover::usage(db).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "shards": usage,
+                        "moves": moves.iter().map(|(b, s, t, p)| serde_json::json!({
+                            "bucket": b, "source": s, "target": t, "phase": p,
+                        })).collect::<Vec<_>>(),
+                    }))?
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:>8} {:>10} {:>14}",
+                "shard", "buckets", "users", "bytes"
+            );
+            for u in &usage {
+                println!(
+                    "{:<16} {:>8} {:>10} {:>14}",
+                    u.shard, u.buckets, u.users, u.bytes
+                );
+            }
+            for (bucket, source, target, phase) in &moves {
+                println!("move in progress: bucket {bucket} {source} -> {target} ({phase})");
+            }
+            Ok(())
+        }
+        ShardsAction::Move { bucket, to, grace } => {
+            let report =
+                mover::move_bucket(db, bucket, &to, &mover::MoveOptions { grace, announce })
+                    .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(())
+        }
+        ShardsAction::Rebalance {
+            dry_run: _,
+            apply,
+            grace,
+        } => {
+            let plan = mover::rebalance_plan(db).await?;
+            for (bucket, from, to) in &plan {
+                println!("move bucket {bucket}: {from} -> {to}");
+            }
+            if plan.is_empty() {
+                println!("balanced: nothing to move");
+            }
+            if apply {
+                let options = mover::MoveOptions { grace, announce };
+                for (bucket, _, to) in &plan {
+                    let report = mover::move_bucket(db, *bucket, to, &options).await?;
+                    println!(
+                        "moved bucket {bucket} to {to}: {} users, {} rows, write pause {} ms",
+                        report.users, report.rows_copied, report.write_pause_ms
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
 /// A small pool on the primary for one-shot commands.
 fn admin_pool(config: &Config) -> anyhow::Result<sqlx::PgPool> {
     let mut pool_config = config.database.primary_pool.clone();
@@ -240,5 +427,6 @@ fn admin_pool(config: &Config) -> anyhow::Result<sqlx::PgPool> {
         &config.database.primary_url,
         &pool_config,
         pool::Access::ReadWrite,
+        &config.database,
     )?)
 }

@@ -10,44 +10,16 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::db::partitions;
+use crate::db::{Db, partitions};
 use crate::metrics::Metrics;
 
-/// One round of every job. Failures are logged, never fatal: the next round
-/// retries.
-pub async fn run_once(pool: &PgPool, metrics: &Metrics) {
-    match partitions::ensure(pool, partitions::DEFAULT_AHEAD).await {
-        Ok(created) if !created.is_empty() => {
-            tracing::info!(?created, "created partitions ahead of time");
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not create partitions ahead of time"),
+/// One round of every job, on main and on every shard. Failures are logged,
+/// never fatal: the next round retries.
+pub async fn run_once(db: &Db, metrics: &Metrics) {
+    for shard in db.per_user_dbs() {
+        per_database(shard.name(), shard.write(), metrics).await;
     }
-    for spec in partitions::TABLES {
-        match partitions::default_rows(pool, spec).await {
-            Ok(rows) => {
-                metrics
-                    .partition_default_rows
-                    .with_label_values(&[spec.table])
-                    .set(rows);
-                if rows > 0 {
-                    tracing::warn!(
-                        table = spec.table,
-                        rows,
-                        "rows in the default partition: a partition is missing (run `refbackend partitions ensure`)"
-                    );
-                }
-            }
-            Err(e) => {
-                tracing::warn!(table = spec.table, error = %e, "could not count default-partition rows")
-            }
-        }
-    }
-    match crate::http::idempotency::purge_expired(pool).await {
-        Ok(n) if n > 0 => tracing::info!(deleted = n, "purged expired idempotency keys"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "could not purge idempotency keys"),
-    }
+    let pool = db.write();
     match sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
         .execute(pool)
         .await
@@ -63,13 +35,51 @@ pub async fn run_once(pool: &PgPool, metrics: &Metrics) {
     }
 }
 
+/// Partitions and idempotency keys, which every database holding per-user
+/// rows has.
+async fn per_database(shard: &str, pool: &PgPool, metrics: &Metrics) {
+    match partitions::ensure(pool, partitions::DEFAULT_AHEAD).await {
+        Ok(created) if !created.is_empty() => {
+            tracing::info!(shard, ?created, "created partitions ahead of time");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(shard, error = %e, "could not create partitions ahead of time"),
+    }
+    let tables = partitions::present(pool).await.unwrap_or_default();
+    for spec in &tables {
+        match partitions::default_rows(pool, spec).await {
+            Ok(rows) => {
+                // Labelled by table: the sum over shards would hide which
+                // one; the first shard with stray rows is what matters.
+                if rows > 0 || shard == crate::db::shards::MAIN {
+                    metrics
+                        .partition_default_rows
+                        .with_label_values(&[spec.table])
+                        .set(rows);
+                }
+                if rows > 0 {
+                    tracing::warn!(
+                        shard,
+                        table = spec.table,
+                        rows,
+                        "rows in the default partition: a partition is missing (run `refbackend partitions ensure`)"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(shard, table = spec.table, error = %e, "could not count default-partition rows")
+            }
+        }
+    }
+    match crate::http::idempotency::purge_expired(pool).await {
+        Ok(n) if n > 0 => tracing::info!(deleted = n, "purged expired idempotency keys"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(shard, error = %e, "could not purge idempotency keys"),
+    }
+}
+
 /// Runs [`run_once`] every `interval` until `stop` turns true.
-pub async fn run(
-    pool: PgPool,
-    metrics: Metrics,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(db: Db, metrics: Metrics, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick fires at once; start-up already ran a round.
@@ -77,7 +87,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = ticker.tick() => run_once(&pool, &metrics).await,
+            _ = ticker.tick() => run_once(&db, &metrics).await,
         }
     }
 }

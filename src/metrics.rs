@@ -44,6 +44,8 @@ pub struct MetricsInner {
     pub cache_invalidations_total: IntCounterVec,
     pub redis_circuit_open: IntGauge,
     pub partition_default_rows: IntGaugeVec,
+    pub shard_buckets: IntGaugeVec,
+    pub shard_write_refusals_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -193,6 +195,28 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let shard_buckets = IntGaugeVec::new(
+            Opts::new(
+                "db_shard_buckets",
+                "Buckets of per-user data each shard holds, as this instance's shard map says",
+            ),
+            &["shard"],
+        )
+        .expect("valid metric");
+        let shard_write_refusals_total = IntCounterVec::new(
+            Opts::new(
+                "db_shard_write_refusals_total",
+                "Per-user writes refused with a 503 because their bucket was moving (moved) or maps to an unknown shard (unknown)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in ["moved", "unknown_shard"] {
+            shard_write_refusals_total
+                .with_label_values(&[reason])
+                .inc_by(0);
+        }
+
         for collector in [
             Box::new(requests_total.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(request_duration.clone()),
@@ -213,6 +237,8 @@ impl Metrics {
             Box::new(cache_invalidations_total.clone()),
             Box::new(redis_circuit_open.clone()),
             Box::new(partition_default_rows.clone()),
+            Box::new(shard_buckets.clone()),
+            Box::new(shard_write_refusals_total.clone()),
         ] {
             registry
                 .register(collector)
@@ -241,6 +267,8 @@ impl Metrics {
                 cache_invalidations_total,
                 redis_circuit_open,
                 partition_default_rows,
+                shard_buckets,
+                shard_write_refusals_total,
             }),
         }
     }

@@ -49,3 +49,31 @@ impl Modify for BearerAuth {
 pub fn base() -> utoipa::openapi::OpenApi {
     BaseDoc::openapi()
 }
+
+/// Request bodies that are serde enums tagged by a field (`#[serde(tag = ...,
+/// deny_unknown_fields)]`): utoipa renders each variant as an object in a
+/// `oneOf` but does not carry `deny_unknown_fields` over, so the document
+/// would allow extra fields the server refuses.
+const CLOSED_TAGGED_UNIONS: &[&str] = &["ModerationRequest"];
+
+/// Marks the variants of [`CLOSED_TAGGED_UNIONS`] `additionalProperties:
+/// false`, as the server treats them. Run on the finished document (the
+/// schemas come from the routes, after [`base`]).
+pub fn close_tagged_unions(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{AdditionalProperties, Schema};
+
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for name in CLOSED_TAGGED_UNIONS {
+        if let Some(RefOr::T(Schema::OneOf(one_of))) = components.schemas.get_mut(*name) {
+            for item in &mut one_of.items {
+                if let RefOr::T(Schema::Object(object)) = item {
+                    object.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+            }
+        }
+    }
+}

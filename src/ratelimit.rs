@@ -149,19 +149,34 @@ struct Local {
     tats: Mutex<HashMap<String, i64>>,
 }
 
-/// Bound on keys the fallback keeps; expired ones are purged when it is reached.
+/// Bound on keys the fallback keeps (about 10 MB at most).
 const LOCAL_MAX_KEYS: usize = 100_000;
 
 impl Local {
     fn check(&self, key: &str, quota: Quota) -> Decision {
+        self.check_bounded(key, quota, LOCAL_MAX_KEYS)
+    }
+
+    /// When the store is full, expired keys go first; if that is not enough
+    /// (a flood of distinct live keys), the half of the keys closest to
+    /// expiry goes too. Forgetting a key lets its owner start over, so the
+    /// ones forgotten are those that had spent the least of their quota.
+    fn check_bounded(&self, key: &str, quota: Quota, max_keys: usize) -> Decision {
         let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
         let Ok(mut tats) = self.tats.lock() else {
             // A poisoned lock only follows a panic elsewhere; refuse rather than
             // allow unlimited attempts.
             return gcra(Some(i64::MAX / 2), now, quota).0;
         };
-        if tats.len() >= LOCAL_MAX_KEYS {
+        if tats.len() >= max_keys && !tats.contains_key(key) {
             tats.retain(|_, tat| *tat > now);
+            if tats.len() >= max_keys {
+                let mut by_tat: Vec<i64> = tats.values().copied().collect();
+                let middle = by_tat.len() / 2;
+                let (_, cut, _) = by_tat.select_nth_unstable(middle);
+                let cut = *cut;
+                tats.retain(|_, tat| *tat > cut);
+            }
         }
         let (decision, new_tat) = gcra(tats.get(key).copied(), now, quota);
         if let Some(tat) = new_tat {
@@ -325,5 +340,24 @@ mod tests {
         assert!(local.check("k", q).allowed);
         assert!(!local.check("k", q).allowed);
         assert!(local.check("other", q).allowed);
+    }
+
+    #[test]
+    fn the_local_fallback_stays_bounded_under_a_flood_of_live_keys() {
+        let local = Local {
+            epoch: Instant::now(),
+            tats: Mutex::new(HashMap::new()),
+        };
+        let q = quota(2, 3600);
+        // A key that has spent its whole quota: the furthest from expiry.
+        assert!(local.check_bounded("spent", q, 100).allowed);
+        assert!(local.check_bounded("spent", q, 100).allowed);
+        for i in 0..1_000 {
+            local.check_bounded(&format!("flood-{i}"), q, 100);
+            let len = local.tats.lock().expect("lock").len();
+            assert!(len <= 100, "{len} keys after {i}");
+        }
+        // Those that spent the most are the last forgotten.
+        assert!(!local.check_bounded("spent", q, 100).allowed);
     }
 }

@@ -10,17 +10,40 @@ use super::password::{Params, Passwords};
 use super::store::{self, NewUser};
 use super::{Role, validate};
 
+/// What `create_or_promote` did.
+pub enum Outcome {
+    /// An existing account became an admin: running instances must drop its
+    /// cached role.
+    Promoted {
+        id: Uuid,
+        message: String,
+    },
+    Created {
+        message: String,
+    },
+}
+
+impl Outcome {
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Promoted { message, .. } | Self::Created { message } => message,
+        }
+    }
+}
+
 /// Promotes the account with `email` to admin, or creates it as an admin.
-/// Returns what was done, in words.
 pub async fn create_or_promote(
     pool: &PgPool,
     email: &str,
     display_name: &str,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Outcome> {
     let email = validate::email(email).map_err(|e| anyhow::anyhow!("email {}", e.message))?;
     if let Some(user) = store::find_by_email(pool, &email).await? {
-        store::set_role(pool, user.id, Role::Admin).await?;
-        return Ok(format!("promoted {email} to admin"));
+        store::set_role(pool, None, user.id, Role::Admin).await?;
+        return Ok(Outcome::Promoted {
+            id: user.id,
+            message: format!("promoted {email} to admin"),
+        });
     }
     let password = match std::env::var("ADMIN_PASSWORD") {
         Ok(p) if !p.is_empty() => p,
@@ -56,5 +79,7 @@ pub async fn create_or_promote(
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
     tx.commit().await?;
-    Ok(format!("created admin {email}"))
+    Ok(Outcome::Created {
+        message: format!("created admin {email}"),
+    })
 }

@@ -95,6 +95,24 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[TrustedProxy]) ->
         .unwrap_or(peer)
 }
 
+/// The key a per-IP rate limit counts under. An IPv4 client is its address;
+/// an IPv6 client is its /64, because one subscriber is routinely given a
+/// whole /64 and can rotate through it at will (RFC 4941 privacy addresses do
+/// so on their own). An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, as a
+/// dual-stack socket reports IPv4 peers) counts as the IPv4 client it is.
+pub fn rate_limit_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let network = u128::from(v6) & (u128::MAX << 64);
+                format!("{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,6 +182,18 @@ mod tests {
         assert!(proxy("0.0.0.0/0").contains(ip("203.0.113.9")));
         let got = client_ip(ip("172.18.0.5"), &xff("203.0.113.1"), &[docker]);
         assert_eq!(got, ip("203.0.113.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_slash_64_and_mapped_ipv4_as_ipv4() {
+        let a = rate_limit_key(ip("2001:db8:1:2:aaaa::1"));
+        let b = rate_limit_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"));
+        let other = rate_limit_key(ip("2001:db8:1:3::1"));
+        assert_eq!(a, "2001:db8:1:2::/64");
+        assert_eq!(a, b, "one /64 is one client");
+        assert_ne!(a, other, "the neighbouring /64 is another");
+        assert_eq!(rate_limit_key(ip("::ffff:203.0.113.9")), "203.0.113.9");
+        assert_eq!(rate_limit_key(ip("203.0.113.9")), "203.0.113.9");
     }
 
     #[test]

@@ -19,6 +19,10 @@ use crate::server::PeerAddr;
 pub struct AuthUser {
     pub id: Uuid,
     pub role: Role,
+    /// The account's IANA time zone (as of the account cache).
+    pub timezone: std::sync::Arc<str>,
+    /// The learner's practice settings (as of the account cache).
+    pub settings: std::sync::Arc<crate::practice::settings::PracticeSettings>,
     /// The token's id, for logs.
     pub jti: Uuid,
 }
@@ -72,12 +76,23 @@ impl FromRequestParts<AppState> for AuthUser {
             tracing::debug!(reason = %e, "access token refused");
             AppError::unauthenticated("The access token is invalid or expired.", true)
         })?;
-        let role = claims.role.parse().map_err(|_| {
-            AppError::unauthenticated("The access token is invalid or expired.", true)
-        })?;
+        // The token proves who the caller is; what they may do is the
+        // account's current state (a deactivation or a demotion applies at
+        // once, not when the token expires).
+        let account = state
+            .auth
+            .accounts
+            .get(&state.db, claims.sub)
+            .await?
+            .filter(|a| a.active)
+            .ok_or_else(|| {
+                AppError::unauthenticated("This account no longer exists or is deactivated.", true)
+            })?;
         Ok(Self {
             id: claims.sub,
-            role,
+            role: account.role,
+            timezone: account.timezone,
+            settings: account.settings,
             jti: claims.jti,
         })
     }

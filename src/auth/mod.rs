@@ -2,6 +2,7 @@
 //! tokens with key rotation, rotating refresh-token families, roles, and rate
 //! limits shared by all instances.
 
+pub mod accounts;
 pub mod admin;
 pub mod client_ip;
 mod extract;
@@ -70,6 +71,8 @@ pub struct Auth {
     pub jwt: Arc<jwt::JwtKeys>,
     pub passwords: password::Passwords,
     pub limiter: RateLimiter,
+    /// Current role and active state, checked on every authenticated request.
+    pub accounts: accounts::Accounts,
     pub settings: Arc<AuthConfig>,
 }
 
@@ -105,6 +108,7 @@ impl Auth {
             )
             .with_queue_timeout(config.password_hash_queue_timeout),
             limiter,
+            accounts: accounts::Accounts::new(config.account_cache_ttl),
             settings: Arc::new(config.clone()),
         })
     }

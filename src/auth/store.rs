@@ -240,8 +240,17 @@ pub async fn revoke_family_of(
 
 /// Activates or deactivates a user; deactivation also revokes every refresh
 /// family, so the user cannot get new access tokens. False if no such user.
-pub async fn set_active(pool: &PgPool, user_id: Uuid, active: bool) -> AppResult<bool> {
+///
+/// `actor` is the admin making the change (None: an operator's command): the
+/// change is made only if they are still an active admin when it commits.
+pub async fn set_active(
+    pool: &PgPool,
+    actor: Option<Uuid>,
+    user_id: Uuid,
+    active: bool,
+) -> AppResult<bool> {
     let mut tx = pool.begin().await?;
+    lock_for_admin_change(&mut tx, actor, user_id).await?;
     let updated = sqlx::query("UPDATE users SET is_active = $2, updated_at = now() WHERE id = $1")
         .bind(user_id)
         .bind(active)
@@ -259,18 +268,58 @@ pub async fn set_active(pool: &PgPool, user_id: Uuid, active: bool) -> AppResult
 }
 
 /// Changes a user's role; takes effect in access tokens issued from now on.
-pub async fn set_role(pool: &PgPool, user_id: Uuid, role: Role) -> AppResult<Option<UserRow>> {
+/// `actor` as for [`set_active`].
+pub async fn set_role(
+    pool: &PgPool,
+    actor: Option<Uuid>,
+    user_id: Uuid,
+    role: Role,
+) -> AppResult<Option<UserRow>> {
+    let mut tx = pool.begin().await?;
+    lock_for_admin_change(&mut tx, actor, user_id).await?;
     let sql = format!(
         "UPDATE users SET role = $2, updated_at = now() WHERE id = $1 RETURNING {USER_COLUMNS}"
     );
-    Ok(sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+    let row = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
         .bind(user_id)
         .bind(role.as_str())
-        .fetch_optional(pool)
-        .await?)
+        .fetch_optional(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Locks the acting admin's row and the target's (in id order, so two admins
+/// acting on each other wait instead of deadlocking) and checks, under the
+/// lock, that the actor is still an active admin. Without it two admins
+/// demoting or deactivating each other at once could both succeed, leaving
+/// no admin.
+async fn lock_for_admin_change(
+    tx: &mut sqlx::PgConnection,
+    actor: Option<Uuid>,
+    target: Uuid,
+) -> AppResult<()> {
+    let Some(actor) = actor else {
+        return Ok(());
+    };
+    let rows: Vec<(Uuid, String, bool)> = sqlx::query_as(
+        "SELECT id, role, is_active FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind([actor, target])
+    .fetch_all(&mut *tx)
+    .await?;
+    let still_admin = rows
+        .iter()
+        .any(|(id, role, active)| *id == actor && *active && role == Role::Admin.as_str());
+    if still_admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden("This requires the role admin.".into()))
+    }
 }
 
 /// Updates the caller's own profile fields (None keeps the current value).
+/// A deactivated account changes nothing and gets `None`.
 pub async fn update_profile(
     pool: &PgPool,
     user_id: Uuid,
@@ -282,7 +331,7 @@ pub async fn update_profile(
             SET display_name = COALESCE($2, display_name),
                 timezone = COALESCE($3, timezone),
                 updated_at = now()
-          WHERE id = $1
+          WHERE id = $1 AND is_active
       RETURNING {USER_COLUMNS}"
     );
     Ok(sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))

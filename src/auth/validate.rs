@@ -27,7 +27,8 @@ pub fn email(raw: &str) -> Result<String, FieldError> {
     let local_ok = !local.is_empty()
         && local.len() <= 64
         && !local.contains('@')
-        && !local.chars().any(|c| c.is_whitespace() || c.is_control());
+        && !local.chars().any(char::is_whitespace)
+        && crate::text::is_single_line(local);
     if local_ok && domain_ok {
         Ok(email)
     } else {
@@ -59,7 +60,7 @@ pub fn display_name(raw: &str) -> Result<String, FieldError> {
             "display_name",
             "must be at most 60 characters",
         ))
-    } else if name.chars().any(char::is_control) {
+    } else if !crate::text::is_single_line(name) {
         Err(FieldError::new(
             "display_name",
             "must not contain control characters",

@@ -41,7 +41,9 @@ use tokio::sync::watch;
 
 use super::redis::Redis;
 use super::{Namespace, Ttls};
+use crate::auth::accounts::Accounts;
 use crate::config::CacheConfig;
+use crate::db::shards::{MAP_CHANGED_MESSAGE, Shards};
 use crate::error::{AppError, AppResult, is_busy, is_unavailable};
 use crate::http::caching::{etag_of, if_none_match_hits};
 use crate::metrics::Metrics;
@@ -377,6 +379,26 @@ impl Cache {
         }
     }
 
+    /// Tells every other instance that an account's role or state changed
+    /// (they drop their cached copy). Best effort: if Redis is unreachable
+    /// the other instances' copies expire within `ACCOUNT_CACHE_TTL`.
+    pub async fn announce_account_change(&self, id: uuid::Uuid) {
+        let inner = &self.inner;
+        if !inner.redis.available() {
+            return;
+        }
+        let mut conn = inner.redis.connection();
+        let published: Result<i64, _> = redis::cmd("PUBLISH")
+            .arg(&inner.channel)
+            .arg(format!("{ACCOUNT_PREFIX}{id}"))
+            .query_async(&mut conn)
+            .await;
+        match published {
+            Ok(_) => inner.redis.report_success(),
+            Err(e) => inner.redis.report_failure(&e),
+        }
+    }
+
     fn bump_local(&self, namespace: Namespace, origin: &str) {
         self.inner.l1_generations[namespace.index()].fetch_add(1, Ordering::AcqRel);
         self.inner
@@ -428,12 +450,20 @@ impl Cache {
         self,
         client: redis::Client,
         response_timeout: Duration,
+        accounts: Accounts,
+        shards: Option<Arc<Shards>>,
         mut stop: watch::Receiver<bool>,
     ) {
         let mut backoff = Duration::from_millis(100);
         let mut connected_before = false;
         loop {
-            let session = self.subscribe_once(&client, response_timeout, &mut connected_before);
+            let session = self.subscribe_once(
+                &client,
+                response_timeout,
+                &accounts,
+                shards.as_deref(),
+                &mut connected_before,
+            );
             tokio::select! {
                 _ = stop.changed() => return,
                 outcome = session => {
@@ -454,6 +484,8 @@ impl Cache {
         &self,
         client: &redis::Client,
         response_timeout: Duration,
+        accounts: &Accounts,
+        shards: Option<&Shards>,
         connected_before: &mut bool,
     ) -> Result<(), redis::RedisError> {
         let inner = &self.inner;
@@ -469,6 +501,10 @@ impl Cache {
             // We may have missed invalidations while disconnected.
             for namespace in Namespace::ALL {
                 self.bump_local(namespace, "resync");
+            }
+            accounts.forget_all();
+            if let Some(shards) = shards {
+                shards.request_reload();
             }
         }
         *connected_before = true;
@@ -486,7 +522,15 @@ impl Cache {
                         return Err(timeout_error("subscription closed"));
                     };
                     let payload: String = message.get_payload().unwrap_or_default();
-                    if let Ok(namespace) = payload.parse::<Namespace>() {
+                    if payload == MAP_CHANGED_MESSAGE {
+                        if let Some(shards) = shards {
+                            shards.request_reload();
+                        }
+                    } else if let Some(id) = payload.strip_prefix(ACCOUNT_PREFIX) {
+                        if let Ok(id) = id.parse() {
+                            accounts.forget(id).await;
+                        }
+                    } else if let Ok(namespace) = payload.parse::<Namespace>() {
                         self.bump_local(namespace, "remote");
                     }
                 }
@@ -505,6 +549,57 @@ impl Cache {
             }
         }
     }
+}
+
+/// Invalidation messages about an account are `account:<uuid>`; every other
+/// message is a namespace name.
+const ACCOUNT_PREFIX: &str = "account:";
+
+/// For commands that change data outside a running server (`seed`, `admin`):
+/// bumps the Redis generation of `namespaces` and tells every running
+/// instance, through the same channel they listen on, to drop those
+/// namespaces and the cached state of `accounts`.
+pub async fn announce_from_outside(
+    redis_url: &str,
+    key_prefix: &str,
+    namespaces: &[Namespace],
+    accounts: &[uuid::Uuid],
+) -> Result<(), redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    let channel = format!("{key_prefix}cache:invalidate");
+    let mut pipe = redis::pipe();
+    for namespace in namespaces {
+        pipe.cmd("INCR")
+            .arg(format!("{key_prefix}cache:gen:{}", namespace.key()))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(&channel)
+            .arg(namespace.key())
+            .ignore();
+    }
+    for id in accounts {
+        pipe.cmd("PUBLISH")
+            .arg(&channel)
+            .arg(format!("{ACCOUNT_PREFIX}{id}"))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut conn).await
+}
+
+/// Tells every running instance to reload the shard map (after a bucket
+/// move flipped it), on the channel they listen on for invalidations.
+pub async fn announce_shard_map(
+    redis_url: &str,
+    key_prefix: &str,
+) -> Result<(), redis::RedisError> {
+    let client = redis::Client::open(redis_url)?;
+    let mut conn = client.get_multiplexed_async_connection().await?;
+    redis::cmd("PUBLISH")
+        .arg(format!("{key_prefix}cache:invalidate"))
+        .arg(crate::db::shards::MAP_CHANGED_MESSAGE)
+        .query_async::<()>(&mut conn)
+        .await
 }
 
 enum L2Lookup {

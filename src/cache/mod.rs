@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-pub use layered::{Cache, Cached};
+pub use layered::{Cache, Cached, announce_shard_map};
 
 /// A family of cached values that is invalidated as a whole: a write bumps the
 /// namespace's generation, and every key of the old generation becomes

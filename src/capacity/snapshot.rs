@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use utoipa::ToSchema;
 
+use crate::db::Db;
+
 /// One table (all its partitions together) with its indexes and TOAST.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct TableSize {
@@ -106,10 +108,62 @@ pub async fn take(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
     )
     .fetch_one(pool)
     .await?;
-    // Top-level tables of the schema, each with its leaves: the partitions of
-    // a partitioned table, or the plain table itself (pg_partition_tree gives
-    // nothing for a plain table on some versions, the table on others).
-    let tables: Vec<TableSize> = sqlx::query_as(
+    let tables = table_sizes(pool).await?;
+    Ok(Snapshot {
+        taken_at: counts.taken_at,
+        users: counts.users,
+        active_today: counts.active_today,
+        exercises: counts.exercises,
+        attempts: counts.attempts,
+        questions: counts.questions,
+        votes: counts.votes,
+        answers: counts.answers,
+        database_bytes: counts.database_bytes,
+        tables,
+    })
+}
+
+/// A snapshot of the whole deployment: main's, plus each shard's attempts,
+/// bytes and tables (tables of the same name added up). Each database is
+/// read through `Db::read` (a replica will do).
+pub async fn take_all(db: &Db) -> Result<Snapshot, sqlx::Error> {
+    let mut snapshot = db.read(|pool| async move { take(&pool).await }).await?;
+    for shard in db.per_user_dbs().iter().skip(1) {
+        let (attempts, bytes, tables) = shard
+            .read(|pool| async move {
+                let (attempts, bytes): (i64, i64) = sqlx::query_as(
+                    "SELECT (SELECT coalesce(sum(attempts), 0)::bigint FROM user_progress),
+                            pg_database_size(current_database())",
+                )
+                .fetch_one(&pool)
+                .await?;
+                Ok((attempts, bytes, table_sizes(&pool).await?))
+            })
+            .await?;
+        snapshot.attempts += attempts;
+        snapshot.database_bytes += bytes;
+        for table in tables {
+            match snapshot.tables.iter_mut().find(|t| t.name == table.name) {
+                Some(t) => {
+                    t.partitions += table.partitions;
+                    t.rows_estimate = t.rows_estimate.zip(table.rows_estimate).map(|(a, b)| a + b);
+                    t.bytes += table.bytes;
+                }
+                None => snapshot.tables.push(table),
+            }
+        }
+    }
+    snapshot
+        .tables
+        .sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.name.cmp(&b.name)));
+    Ok(snapshot)
+}
+
+/// Top-level tables of the schema, each with its leaves: the partitions of
+/// a partitioned table, or the plain table itself (pg_partition_tree gives
+/// nothing for a plain table on some versions, the table on others).
+async fn table_sizes(pool: &PgPool) -> Result<Vec<TableSize>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT c.relname::text AS name,
                 count(*) FILTER (WHERE l.oid <> c.oid) AS partitions,
                 CASE WHEN bool_or(l.reltuples < 0) THEN NULL
@@ -131,17 +185,5 @@ pub async fn take(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
           ORDER BY bytes DESC, name",
     )
     .fetch_all(pool)
-    .await?;
-    Ok(Snapshot {
-        taken_at: counts.taken_at,
-        users: counts.users,
-        active_today: counts.active_today,
-        exercises: counts.exercises,
-        attempts: counts.attempts,
-        questions: counts.questions,
-        votes: counts.votes,
-        answers: counts.answers,
-        database_bytes: counts.database_bytes,
-        tables,
-    })
+    .await
 }

@@ -8,7 +8,7 @@ pub const TAG_MAX_CHARS: usize = 30;
 /// Trims the body and collapses runs of whitespace (so near-identical
 /// submissions compare equal); `Err` says what is wrong.
 pub fn normalize_body(raw: &str) -> Result<String, &'static str> {
-    if raw.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+    if !crate::text::is_multi_line(raw) {
         return Err("must not contain control characters");
     }
     let body = raw.split_whitespace().collect::<Vec<_>>().join(" ");

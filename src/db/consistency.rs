@@ -138,7 +138,10 @@ impl Db {
                 .with_label_values(&[reason])
                 .inc();
         }
-        metrics.db_reads_total.with_label_values(&["primary"]).inc();
+        metrics
+            .db_reads_total
+            .with_label_values(&[self.inner.primary_label.as_str()])
+            .inc();
         op(self.inner.primary.clone()).await
     }
 }

@@ -15,6 +15,7 @@ pub mod migrate;
 pub mod partitions;
 pub mod pool;
 pub mod replica;
+pub mod shards;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,11 +25,12 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 use sqlx::PgPool;
 
-use crate::config::{DatabaseConfig, PoolConfig};
+use crate::config::{DatabaseConfig, PoolConfig, Secret};
 use crate::error::is_unavailable;
 use crate::metrics::Metrics;
 use pool::{Access, display_addr, lazy_pool};
 pub use replica::{Replica, ReplicaStatus};
+pub use shards::{Shard, UserDb};
 
 /// Result of one health check of the primary.
 #[derive(Debug, Clone)]
@@ -38,12 +40,21 @@ pub struct PrimaryStatus {
     pub error: Option<String>,
 }
 
+/// One database cluster (a primary and its replicas) and, on `main`, the
+/// shards that hold per-user rows ([`shards`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
+    /// Set on `main` when `SHARD_URLS` names shards; `None` on a shard's own
+    /// handle and on a single-database deployment.
+    shards: Option<Arc<shards::Shards>>,
 }
 
 struct Inner {
+    /// `main`, or the shard's name.
+    name: String,
+    /// Metric label of the primary: `primary` on main, `<shard>/primary` on a shard.
+    primary_label: String,
     primary: PgPool,
     /// One-connection pool used only by health checks, so a busy main pool
     /// never makes a healthy node look dead (and checks never queue behind load).
@@ -61,8 +72,58 @@ struct Inner {
 }
 
 impl Db {
-    /// Builds every pool without connecting yet (see [`pool::lazy_pool`]).
+    /// Builds every pool (main's and each shard's) without connecting yet
+    /// (see [`pool::lazy_pool`]).
     pub fn new(config: &DatabaseConfig, metrics: Metrics) -> Result<Self, sqlx::Error> {
+        let mut main = Self::cluster(
+            shards::MAIN,
+            &config.primary_url,
+            &config.replica_urls,
+            config,
+            metrics.clone(),
+        )?;
+        if !config.shards.is_empty() {
+            let mut members = vec![Shard {
+                name: shards::MAIN.to_owned(),
+                db: main.clone(),
+            }];
+            for shard in &config.shards {
+                members.push(Shard {
+                    name: shard.name.clone(),
+                    db: Self::cluster(
+                        &shard.name,
+                        &shard.primary_url,
+                        &shard.replica_urls,
+                        config,
+                        metrics.clone(),
+                    )?,
+                });
+            }
+            // A replica in rotation lags at most the bound as of the last
+            // check: past this, every replica in rotation has a moved
+            // bucket's copy.
+            let settle = config.replica_max_lag
+                + 2 * config.health_check_interval
+                + std::time::Duration::from_secs(1);
+            main.shards = Some(Arc::new(shards::Shards::new(members, settle, metrics)));
+        }
+        Ok(main)
+    }
+
+    /// One cluster's pools. Metric labels are `primary`, `replica-<i>` on
+    /// main and `<shard>/primary`, `<shard>/replica-<i>` on a shard.
+    fn cluster(
+        name: &str,
+        primary_url: &Secret,
+        replica_urls: &[Secret],
+        config: &DatabaseConfig,
+        metrics: Metrics,
+    ) -> Result<Self, sqlx::Error> {
+        let label_prefix = if name == shards::MAIN {
+            String::new()
+        } else {
+            format!("{name}/")
+        };
         let check_timeout = config.health_check_timeout();
         let probe_config = PoolConfig {
             max_connections: 1,
@@ -73,22 +134,23 @@ impl Db {
             test_before_acquire: true,
             statement_timeout: check_timeout,
         };
-        let primary = lazy_pool(&config.primary_url, &config.primary_pool, Access::ReadWrite)?;
-        let primary_probe = lazy_pool(&config.primary_url, &probe_config, Access::ReadOnly)?;
-        let mut replicas = Vec::with_capacity(config.replica_urls.len());
-        for (i, url) in config.replica_urls.iter().enumerate() {
-            let pool = lazy_pool(url, &config.replica_pool, Access::ReadOnly)?;
-            let probe = lazy_pool(url, &probe_config, Access::ReadOnly)?;
+        let primary = lazy_pool(primary_url, &config.primary_pool, Access::ReadWrite, config)?;
+        let primary_probe = lazy_pool(primary_url, &probe_config, Access::ReadOnly, config)?;
+        let mut replicas = Vec::with_capacity(replica_urls.len());
+        for (i, url) in replica_urls.iter().enumerate() {
+            let pool = lazy_pool(url, &config.replica_pool, Access::ReadOnly, config)?;
+            let probe = lazy_pool(url, &probe_config, Access::ReadOnly, config)?;
             replicas.push(Replica::new(
-                format!("replica-{i}"),
+                format!("{label_prefix}replica-{i}"),
                 display_addr(url),
                 pool,
                 probe,
             ));
         }
+        let primary_label = format!("{label_prefix}primary");
         metrics
             .pool_max_connections
-            .with_label_values(&["primary"])
+            .with_label_values(&[primary_label.as_str()])
             .set(i64::from(config.primary_pool.max_connections));
         for replica in &replicas {
             metrics
@@ -118,9 +180,11 @@ impl Db {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                name: name.to_owned(),
+                primary_label,
                 primary,
                 primary_probe,
-                primary_addr: display_addr(&config.primary_url),
+                primary_addr: display_addr(primary_url),
                 replicas,
                 next: AtomicUsize::new(0),
                 max_lag: config.replica_max_lag,
@@ -128,7 +192,18 @@ impl Db {
                 replica_read_timeout: replica_read_timeout(&config.replica_pool),
                 metrics,
             }),
+            shards: None,
         })
+    }
+
+    /// `main`, or the shard's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The metric label of this cluster's primary.
+    pub fn primary_label(&self) -> &str {
+        &self.inner.primary_label
     }
 
     /// The primary, for writes.
@@ -168,7 +243,10 @@ impl Db {
                     .with_label_values(&["no_replica_in_rotation"])
                     .inc();
             }
-            metrics.db_reads_total.with_label_values(&["primary"]).inc();
+            metrics
+                .db_reads_total
+                .with_label_values(&[self.inner.primary_label.as_str()])
+                .inc();
             return op(self.inner.primary.clone()).await;
         };
         metrics
@@ -195,7 +273,10 @@ impl Db {
                     .db_read_fallbacks_total
                     .with_label_values(&["replica_error"])
                     .inc();
-                metrics.db_reads_total.with_label_values(&["primary"]).inc();
+                metrics
+                    .db_reads_total
+                    .with_label_values(&[self.inner.primary_label.as_str()])
+                    .inc();
                 op(self.inner.primary.clone()).await
             }
             other => other,
@@ -246,7 +327,7 @@ impl Db {
         inner
             .metrics
             .dependency_up
-            .with_label_values(&["primary"])
+            .with_label_values(&[inner.primary_label.as_str()])
             .set(i64::from(primary.reachable));
 
         let checks = inner
@@ -278,12 +359,13 @@ impl Db {
     /// Copies pool occupancy into the metrics (called when `/metrics` is scraped).
     pub fn update_pool_metrics(&self) {
         let m = &self.inner.metrics;
-        let pools = std::iter::once(("primary", &self.inner.primary)).chain(
-            self.inner
-                .replicas
-                .iter()
-                .map(|r| (r.name.as_str(), &r.pool)),
-        );
+        let pools = std::iter::once((self.inner.primary_label.as_str(), &self.inner.primary))
+            .chain(
+                self.inner
+                    .replicas
+                    .iter()
+                    .map(|r| (r.name.as_str(), &r.pool)),
+            );
         for (name, pool) in pools {
             let size = i64::from(pool.size());
             let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
@@ -294,9 +376,15 @@ impl Db {
                 .with_label_values(&[name, "in_use"])
                 .set((size - idle).max(0));
         }
+        if let Some(shards) = &self.shards {
+            for shard in shards.members().iter().skip(1) {
+                shard.db.update_pool_metrics();
+            }
+        }
     }
 
-    /// Closes every pool, waiting for checked-out connections to come back.
+    /// Closes every pool (and every shard's), waiting for checked-out
+    /// connections to come back.
     pub async fn close(&self) {
         let inner = &self.inner;
         let mut closing = vec![inner.primary.close(), inner.primary_probe.close()];
@@ -305,6 +393,11 @@ impl Db {
             closing.push(r.probe.close());
         }
         join_all(closing).await;
+        if let Some(shards) = &self.shards {
+            for shard in shards.members().iter().skip(1) {
+                Box::pin(shard.db.close()).await;
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 use sqlx::{AssertSqlSafe, PgPool};
 
 /// Key of the advisory lock that serializes partition maintenance.
-const LOCK_KEY: i64 = 0x7061_7274_6974_696f; // "partitio"
+pub(crate) const LOCK_KEY: i64 = 0x7061_7274_6974_696f; // "partitio"
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -110,17 +110,35 @@ pub struct PartitionInfo {
     pub rows: i64,
 }
 
+/// The maintained tables this database has: all of them on main, `attempts`
+/// on a shard (it holds no CivicQ data).
+pub async fn present(pool: &PgPool) -> Result<Vec<PartitionedTable>, sqlx::Error> {
+    let names: Vec<&str> = TABLES.iter().map(|t| t.table).collect();
+    let here: Vec<String> = sqlx::query_scalar(
+        "SELECT t FROM unnest($1::text[]) AS t WHERE to_regclass(t) IS NOT NULL",
+    )
+    .bind(&names)
+    .fetch_all(pool)
+    .await?;
+    Ok(TABLES
+        .iter()
+        .filter(|t| here.iter().any(|h| h == t.table))
+        .copied()
+        .collect())
+}
+
 /// Creates the missing partitions of every table for the current period and
 /// `ahead` more; returns the names it created.
 pub async fn ensure(pool: &PgPool, ahead: u32) -> Result<Vec<String>, sqlx::Error> {
     let today = Utc::now().date_naive();
+    let tables = present(pool).await?;
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(LOCK_KEY)
         .execute(&mut *tx)
         .await?;
     let mut created = Vec::new();
-    for spec in TABLES {
+    for spec in &tables {
         for (name, from, to) in spec.wanted(today, ahead) {
             let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
                 .bind(&name)
@@ -191,7 +209,7 @@ pub async fn ensure(pool: &PgPool, ahead: u32) -> Result<Vec<String>, sqlx::Erro
 /// Every partition of every maintained table, in time order.
 pub async fn list(pool: &PgPool) -> Result<Vec<PartitionInfo>, sqlx::Error> {
     let mut out = Vec::new();
-    for spec in TABLES {
+    for spec in &present(pool).await? {
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid),
                     greatest(c.reltuples, 0)::int8

@@ -27,6 +27,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RoleChange {
     pub role: Role,
 }
@@ -46,10 +47,7 @@ pub struct RoleChange {
     ))]
 pub async fn stats(State(state): State<AppState>, caller: AuthUser) -> AppResult<Response> {
     caller.require(&[Role::Admin])?;
-    let snapshot = state
-        .db
-        .read(|pool| async move { snapshot::take(&pool).await })
-        .await?;
+    let snapshot = snapshot::take_all(&state.db).await?;
     private_json(&snapshot)
 }
 
@@ -91,6 +89,14 @@ pub async fn deactivate_user(
     set_active(&state, &caller, id, false).await
 }
 
+/// After a committed role or activation change: this instance and every other
+/// drop the account's cached state, so the change applies to the user's very
+/// next request whatever their token says.
+async fn account_changed(state: &AppState, id: Uuid) {
+    state.auth.accounts.forget(id).await;
+    state.cache.announce_account_change(id).await;
+}
+
 /// The shared body of activate and deactivate.
 async fn set_active(
     state: &AppState,
@@ -100,7 +106,8 @@ async fn set_active(
 ) -> AppResult<StatusCode> {
     caller.require(&[Role::Admin])?;
     not_self(caller, id)?;
-    if store::set_active(state.db.write(), id, active).await? {
+    if store::set_active(state.db.write(), Some(caller.id), id, active).await? {
+        account_changed(state, id).await;
         tracing::info!(admin = %caller.id, user = %id, active, "user activation changed");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -128,7 +135,7 @@ pub async fn activate_user(
     set_active(&state, &caller, id, true).await
 }
 
-/// Changes a user's role (effective in their next access token).
+/// Changes a user's role, effective from the user's next request.
 #[utoipa::path(put, path = "/admin/users/{id}/role", tag = "admin",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "User id")),
@@ -151,9 +158,10 @@ pub async fn set_user_role(
 ) -> AppResult<AppJson<UserProfile>> {
     caller.require(&[Role::Admin])?;
     not_self(&caller, id)?;
-    let row = store::set_role(state.db.write(), id, change.role)
+    let row = store::set_role(state.db.write(), Some(caller.id), id, change.role)
         .await?
         .ok_or_else(|| no_user(id))?;
+    account_changed(&state, id).await;
     tracing::info!(admin = %caller.id, user = %id, role = %change.role, "role changed");
     Ok(AppJson(UserProfile::from(row)))
 }

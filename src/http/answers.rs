@@ -20,7 +20,7 @@ use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::moderation::question_key;
 use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::http::practice::{private_json, remember_write};
-use crate::http::questions::{MergedQuestion, after_write, gate_read, lock_question};
+use crate::http::questions::{MergedQuestion, after_write, gate_read, lock_open_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -57,7 +57,7 @@ pub struct AnswerView {
 fn answer_body(raw: &str) -> AppResult<String> {
     let body = raw.trim();
     let chars = body.chars().count();
-    if chars == 0 || chars > 5000 || body.chars().any(|c| c.is_control() && !c.is_whitespace()) {
+    if chars == 0 || chars > 5000 || !crate::text::is_multi_line(body) {
         return Err(AppError::validation(
             "body",
             "must be 1 to 5000 characters of text",
@@ -80,8 +80,8 @@ const ANSWER_COLUMNS: &str = "a.id, a.question_id, a.candidate_id, u.display_nam
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already answered (edit it instead), or the question is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already answered (edit it instead), or the question was merged", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
@@ -96,20 +96,7 @@ pub async fn post_answer(
     let body = answer_body(&request.body)?;
     let created_at = question_key(question_id)?;
     let mut tx = state.db.write().begin().await?;
-    let status = lock_question(&mut tx, question_id, created_at)
-        .await?
-        .map(|(status, _)| status);
-    match status.as_deref() {
-        None => {
-            return Err(AppError::NotFound(format!(
-                "No question with id {question_id}"
-            )));
-        }
-        Some("visible") => {}
-        Some(other) => {
-            return Err(AppError::Conflict(format!("This question is {other}.")));
-        }
-    }
+    lock_open_question(&mut tx, question_id, created_at, &user, "answers").await?;
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO answers (id, question_id, candidate_id, body) VALUES ($1, $2, $3, $4)
@@ -163,7 +150,8 @@ pub async fn post_answer(
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "You have not answered this question", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed), or you have not answered it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The question was merged (or, to a moderator, is hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid body", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
@@ -176,7 +164,11 @@ pub async fn edit_answer(
 ) -> AppResult<Response> {
     user.require(&[Role::Candidate])?;
     let body = answer_body(&request.body)?;
+    let created_at = question_key(question_id)?;
     let mut tx = state.db.write().begin().await?;
+    // The same lock and check as posting: no edits on a hidden, removed or
+    // merged question, and none racing a merge that moves the answers.
+    lock_open_question(&mut tx, question_id, created_at, &user, "answer edits").await?;
     let updated: Option<(Uuid, i32)> = sqlx::query_as(
         "UPDATE answers SET body = $3, revision = revision + 1, updated_at = now()
           WHERE question_id = $1 AND candidate_id = $2 AND body <> $3

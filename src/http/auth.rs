@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::client_ip::rate_limit_key;
 use crate::auth::password::PasswordError;
 use crate::auth::store::{self, NewUser, Rotation};
 use crate::auth::{ClientIp, Role, refresh, validate};
@@ -51,11 +52,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 const LOGIN_PASSWORD_MAX_CHARS: usize = 1024;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    #[schema(format = "email", max_length = 254, example = "ana@example.com")]
+    #[schema(
+        format = "email",
+        max_length = 254,
+        example = "ana@example.com",
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub email: String,
-    /// 8 to 128 characters; no composition rules (NIST SP 800-63B).
-    #[schema(min_length = 8, max_length = 128)]
+    /// 8 to 128 characters; no composition rules (NIST SP 800-63B); any
+    /// character but U+0000.
+    #[schema(min_length = 8, max_length = 128, pattern = r"^[^\x00]*$")]
     pub password: String,
     /// Trimmed; 1 to 60 characters, no control characters.
     #[schema(
@@ -67,10 +75,13 @@ pub struct RegisterRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
-    #[schema(max_length = 254)]
+    /// No control characters.
+    #[schema(max_length = 254, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub email: String,
-    #[schema(max_length = 1024)]
+    /// Any character but U+0000.
+    #[schema(max_length = 1024, pattern = r"^[^\x00]*$")]
     pub password: String,
 }
 
@@ -78,8 +89,9 @@ pub struct LoginRequest {
 const REFRESH_TOKEN_MAX_CHARS: usize = 200;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    #[schema(max_length = 200)]
+    #[schema(max_length = 200, pattern = r"^[^\x00]*$")]
     pub refresh_token: String,
 }
 
@@ -189,7 +201,7 @@ pub async fn register(
             .limiter
             .check(
                 "register-ip",
-                &ip.to_string(),
+                &rate_limit_key(ip),
                 state.auth.settings.register_per_ip,
             )
             .await,
@@ -261,12 +273,18 @@ pub async fn login(
     if req.email.chars().count() > 254 {
         return Err(AppError::validation("email", "is too long"));
     }
+    if !crate::text::is_single_line(&req.email) {
+        return Err(AppError::validation(
+            "email",
+            "must not contain control characters",
+        ));
+    }
     if req.password.chars().count() > LOGIN_PASSWORD_MAX_CHARS {
         return Err(AppError::validation("password", "is too long"));
     }
     let settings = &state.auth.settings;
     let limiter = &state.auth.limiter;
-    let (ip_key, account) = (ip.to_string(), account_key(&req.email));
+    let (ip_key, account) = (rate_limit_key(ip), account_key(&req.email));
     let (by_ip, by_account) = tokio::join!(
         limiter.check("login-ip", &ip_key, settings.login_per_ip),
         limiter.check("login-account", &account, settings.login_per_account),

@@ -70,16 +70,20 @@ pub struct ExerciseQuery {
     /// 1 (easiest) to 5.
     #[param(value_type = Option<i64>, minimum = 1, maximum = 5)]
     pub difficulty: Option<String>,
-    /// The verb practised, as an infinitive (`tener`).
+    /// The verb practised, as an infinitive (`tener`); the same rule as
+    /// `/verbs/{infinitive}/conjugations`.
     #[param(
+        min_length = 2,
         max_length = 30,
-        pattern = r"^[A-Za-zÁÉÍÓÚÜÑáéíóúüñ]{2,28}(ar|er|ir|ír|AR|ER|IR|ÍR)$"
+        pattern = r"^(ir|ser|ver|dar|[a-zñíúü]*[aeiouíúü][a-zñíúü]*(ar|er|ir)|[a-zñíúü]*[eo]ír)$"
     )]
     pub verb: Option<String>,
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    /// Opaque: only a value this list returned is valid.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -243,6 +247,12 @@ pub struct ExerciseRow {
     difficulty: i16,
     tags: Vec<String>,
     choices: Vec<String>,
+}
+
+impl ExerciseRow {
+    pub fn id(&self) -> i64 {
+        self.id
+    }
 }
 
 /// The public columns only: the answer columns are never even read here.

@@ -91,7 +91,16 @@ pub async fn get_leaderboard(
         return Err(AppError::Validation(errors));
     };
     let pool = state.db.write();
-    let (top, me) = state.leaderboard.read(pool, period, user.id, limit).await?;
+    let shards: Vec<sqlx::PgPool> = state
+        .db
+        .per_user_dbs()
+        .iter()
+        .map(|db| db.write().clone())
+        .collect();
+    let (top, me) = state
+        .leaderboard
+        .read(&shards, period, user.id, limit)
+        .await?;
     let ids: Vec<Uuid> = top.iter().map(|(id, _)| *id).collect();
     // One query for every name on the page.
     let names: Vec<(Uuid, String)> =

@@ -7,9 +7,12 @@ pub mod auth;
 pub mod caching;
 pub mod cities;
 pub mod exercises;
+pub mod export;
 pub mod extract;
 pub mod idempotency;
 pub mod leaderboard;
+pub mod leeches;
+pub mod limits;
 pub mod moderation;
 pub mod moderation_queue;
 pub mod observe;
@@ -18,6 +21,8 @@ pub mod pagination;
 pub mod practice;
 pub mod problems;
 pub mod questions;
+pub mod review_stats;
+pub mod settings;
 pub mod users;
 pub mod verbs;
 
@@ -37,6 +42,10 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(verbs::router())
         .merge(exercises::router())
         .merge(practice::router())
+        .merge(review_stats::router())
+        .merge(settings::router())
+        .merge(leeches::router())
+        .merge(export::router())
         .merge(leaderboard::router())
         .merge(questions::router())
         .merge(moderation::router())

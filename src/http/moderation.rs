@@ -26,7 +26,7 @@ use crate::civic::ranking;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::practice::private_json;
-use crate::http::questions::{after_write, created_at_of, lock_question};
+use crate::http::questions::{after_write, created_at_of, lock_open_question};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -43,7 +43,7 @@ fn optional_reason(raw: Option<String>) -> AppResult<Option<String>> {
     let reason = raw.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty());
     if reason
         .as_deref()
-        .is_some_and(|r| r.chars().count() > 200 || r.chars().any(char::is_control))
+        .is_some_and(|r| r.chars().count() > 200 || !crate::text::is_single_line(r))
     {
         return Err(AppError::validation(
             "reason",
@@ -94,12 +94,7 @@ pub async fn flag_question(
     let created_at = question_key(id)?;
     let threshold = state.config.civic.flags_to_hide;
     let mut tx = state.db.write().begin().await?;
-    let status = lock_question(&mut tx, id, created_at)
-        .await?
-        .map(|(status, _)| status);
-    let Some(status) = status else {
-        return Err(AppError::NotFound(format!("No question with id {id}")));
-    };
+    lock_open_question(&mut tx, id, created_at, &user, "flags").await?;
     let inserted = sqlx::query(
         "INSERT INTO question_flags (question_id, user_id, reason) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
@@ -123,7 +118,7 @@ pub async fn flag_question(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let hide = status == "visible" && flag_count >= threshold;
+    let hide = flag_count >= threshold;
     if hide {
         sqlx::query("UPDATE questions SET status = 'hidden' WHERE created_at = $1 AND id = $2")
             .bind(created_at)
@@ -146,7 +141,7 @@ pub async fn flag_question(
     }
     let result = FlagResult {
         flag_count,
-        status: if hide { "hidden".into() } else { status },
+        status: if hide { "hidden" } else { "visible" }.into(),
     };
     let mut response = private_json(&result)?;
     *response.status_mut() = StatusCode::CREATED;
@@ -161,15 +156,46 @@ pub enum ModerationAction {
     Merge,
 }
 
+/// A moderator's decision, tagged by `action`: `approve` or `remove` take an
+/// optional reason; `merge` also needs the `target_id` it duplicates (same
+/// city), and only `merge` takes one — so the document describes exactly the
+/// bodies the server accepts.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ModerationRequest {
-    pub action: ModerationAction,
-    /// For `merge`: the question this one duplicates (same city).
-    pub target_id: Option<Uuid>,
-    /// Recorded in the audit log.
-    #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
-    pub reason: Option<String>,
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ModerationRequest {
+    /// Makes a hidden (or removed) question visible again; its flags are
+    /// cleared. Undoing a removal is deliberate and logged like any action.
+    Approve {
+        /// Recorded in the audit log.
+        #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+        reason: Option<String>,
+    },
+    /// Takes the question out of every list until a moderator approves it.
+    Remove {
+        /// Recorded in the audit log.
+        #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+        reason: Option<String>,
+    },
+    /// Merges the question into `target_id`, moving its votes and answers.
+    Merge {
+        /// The question this one duplicates (same city).
+        target_id: Uuid,
+        /// Recorded in the audit log.
+        #[schema(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
+        reason: Option<String>,
+    },
+}
+
+impl ModerationRequest {
+    fn into_parts(self) -> (ModerationAction, Option<Uuid>, Option<String>) {
+        match self {
+            ModerationRequest::Approve { reason } => (ModerationAction::Approve, None, reason),
+            ModerationRequest::Remove { reason } => (ModerationAction::Remove, None, reason),
+            ModerationRequest::Merge { target_id, reason } => {
+                (ModerationAction::Merge, Some(target_id), reason)
+            }
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -208,23 +234,18 @@ pub async fn moderate_question(
     AppJson(request): AppJson<ModerationRequest>,
 ) -> AppResult<Response> {
     user.require(&[Role::Moderator, Role::Admin])?;
-    let reason = optional_reason(request.reason)?;
+    let (action, target_id, reason) = request.into_parts();
+    let reason = optional_reason(reason)?;
     let created_at = question_key(id)?;
-    let target = match (request.action, request.target_id) {
-        (ModerationAction::Merge, Some(target)) if target == id => {
+    let target = match target_id {
+        Some(target) if target == id => {
             return Err(AppError::validation(
                 "target_id",
                 "cannot merge a question into itself",
             ));
         }
-        (ModerationAction::Merge, Some(target)) => Some((target, question_key(target)?)),
-        (ModerationAction::Merge, None) => {
-            return Err(AppError::validation("target_id", "is required to merge"));
-        }
-        (_, Some(_)) => {
-            return Err(AppError::validation("target_id", "is only for merge"));
-        }
-        (_, None) => None,
+        Some(target) => Some((target, question_key(target)?)),
+        None => None,
     };
     let mut tx = state.db.write().begin().await?;
     // Lock both questions in a fixed order (by id), so two merges of the same
@@ -257,7 +278,7 @@ pub async fn moderate_question(
     }
     let mut votes_moved = None;
     let mut answers_moved = None;
-    let status = match request.action {
+    let status = match action {
         ModerationAction::Approve => {
             sqlx::query(
                 "UPDATE questions SET status = 'visible', flag_count = 0
@@ -380,7 +401,7 @@ pub async fn moderate_question(
             "merged"
         }
     };
-    let action = match request.action {
+    let action = match action {
         ModerationAction::Approve => "approve",
         ModerationAction::Remove => "remove",
         ModerationAction::Merge => "merge",

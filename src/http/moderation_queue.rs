@@ -77,6 +77,8 @@ pub struct QueueQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page (of the same status).
+    /// Opaque: only a value this list returned is valid.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -170,6 +172,8 @@ pub struct LogQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page (of the same filter).
+    /// Opaque: only a value this list returned is valid.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 

@@ -90,11 +90,41 @@ pub struct RedisReport {
     pub error: Option<String>,
 }
 
+/// A shard besides main (stage 4).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShardReport {
+    pub name: String,
+    /// Buckets of users it holds, as this instance's shard map says.
+    pub buckets: usize,
+    pub primary: NodeReport,
+    pub replicas: Vec<ReplicaReport>,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Dependencies {
     pub primary: NodeReport,
     pub replicas: Vec<ReplicaReport>,
     pub redis: RedisReport,
+    /// The other shards holding per-user rows; absent without sharding.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<ShardReport>,
+}
+
+fn replica_reports(replicas: &[crate::monitor::ReplicaHealth]) -> Vec<ReplicaReport> {
+    replicas
+        .iter()
+        .map(|r| ReplicaReport {
+            name: r.name.clone(),
+            addr: r.addr.clone(),
+            status: up(r.status.reachable),
+            in_rotation: r.in_rotation,
+            lag_seconds: (r.status.reachable && r.status.lag_seconds.is_finite())
+                .then_some((r.status.lag_seconds * 1000.0).round() / 1000.0),
+            lag_bytes: r.status.lag_bytes,
+            replay_paused: r.status.replay_paused,
+            error: r.status.error.clone(),
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -154,6 +184,27 @@ pub fn assess(
     if !s.redis.reachable {
         reasons.push("redis unreachable: caching and shared rate limits degraded".into());
     }
+    // A shard down fails its users' practice, not the instance: the others
+    // keep working, so the instance stays in the balancer, degraded.
+    for shard in &s.shards {
+        let serving = shard.replicas.iter().filter(|r| r.in_rotation).count();
+        if !shard.primary.reachable {
+            reasons.push(if serving == 0 {
+                format!(
+                    "shard {} unreachable: the practice data of its {} bucket(s) of users is unavailable",
+                    shard.name, shard.buckets
+                )
+            } else {
+                format!(
+                    "shard {} primary unreachable: its users' practice writes fail",
+                    shard.name
+                )
+            });
+        }
+        for r in shard.replicas.iter().filter(|r| !r.in_rotation) {
+            reasons.push(format!("{} out of rotation", r.name));
+        }
+    }
     if reasons.is_empty() {
         (ReadyStatus::Ready, reasons)
     } else {
@@ -182,26 +233,27 @@ pub async fn ready(State(state): State<AppState>) -> Response {
             latency_ms: ms(s.primary.latency),
             error: s.primary.error.clone(),
         },
-        replicas: s
-            .replicas
-            .iter()
-            .map(|r| ReplicaReport {
-                name: r.name.clone(),
-                addr: r.addr.clone(),
-                status: up(r.status.reachable),
-                in_rotation: r.in_rotation,
-                lag_seconds: (r.status.reachable && r.status.lag_seconds.is_finite())
-                    .then_some((r.status.lag_seconds * 1000.0).round() / 1000.0),
-                lag_bytes: r.status.lag_bytes,
-                replay_paused: r.status.replay_paused,
-                error: r.status.error.clone(),
-            })
-            .collect(),
+        replicas: replica_reports(&s.replicas),
         redis: RedisReport {
             status: up(s.redis.reachable),
             latency_ms: ms(s.redis.latency),
             error: s.redis.error.clone(),
         },
+        shards: s
+            .shards
+            .iter()
+            .map(|shard| ShardReport {
+                name: shard.name.clone(),
+                buckets: shard.buckets,
+                primary: NodeReport {
+                    status: up(shard.primary.reachable),
+                    addr: shard.addr.clone(),
+                    latency_ms: ms(shard.primary.latency),
+                    error: shard.primary.error.clone(),
+                },
+                replicas: replica_reports(&shard.replicas),
+            })
+            .collect(),
     });
     let body = Readiness {
         status,
@@ -268,7 +320,27 @@ mod tests {
                 latency: Duration::ZERO,
                 error: None,
             },
+            shards: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_shard_down_is_degraded_and_named_not_unavailable() {
+        let mut s = snapshot(true, None, true);
+        s.shards.push(crate::monitor::ShardHealth {
+            name: "shard-2".into(),
+            addr: "x".into(),
+            primary: PrimaryStatus {
+                reachable: false,
+                latency: Duration::ZERO,
+                error: Some("refused".into()),
+            },
+            replicas: Vec::new(),
+            buckets: 512,
+        });
+        let (status, reasons) = assess(Some(&s), false, Duration::from_secs(5), Utc::now());
+        assert_eq!(status, ReadyStatus::Degraded);
+        assert!(reasons.iter().any(|r| r.contains("shard-2")), "{reasons:?}");
     }
 
     fn assess_now(s: &Snapshot) -> ReadyStatus {

@@ -26,6 +26,8 @@ pub struct PageQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    /// Opaque: only a value this list returned is valid.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -90,7 +92,32 @@ fn decode_cursor<C: DeserializeOwned>(raw: &str) -> Option<C> {
         return None;
     }
     let bytes = URL_SAFE_NO_PAD.decode(raw).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    if !cursor_values_are_storable(&value) {
+        return None;
+    }
+    serde_json::from_value(value).ok()
+}
+
+/// Cursors are opaque but come back from clients, so a forged one must not
+/// carry what the keyset query cannot hold: a control character (Postgres
+/// refuses U+0000) in a text key, or a timestamp outside the years Postgres
+/// and the data can have (chrono reads `-5000-01-01T00:00:00Z`; Postgres
+/// refuses it with SQLSTATE 22008).
+fn cursor_values_are_storable(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => {
+            crate::text::is_single_line(s)
+                && s.parse::<chrono::DateTime<chrono::Utc>>()
+                    .map_or(true, |t| {
+                        (1970..=9999).contains(&chrono::Datelike::year(&t))
+                    })
+        }
+        Value::Array(items) => items.iter().all(cursor_values_are_storable),
+        Value::Object(fields) => fields.values().all(cursor_values_are_storable),
+        Value::Null | Value::Bool(_) | Value::Number(_) => true,
+    }
 }
 
 /// Given `limit + 1` fetched rows, keeps `limit` and makes the cursor for the
@@ -119,6 +146,29 @@ mod tests {
             limit: limit.map(str::to_owned),
             cursor: cursor.map(str::to_owned),
         }
+    }
+
+    #[test]
+    fn a_forged_cursor_with_a_timestamp_postgres_cannot_hold_is_refused() {
+        let id = uuid::Uuid::nil();
+        let ancient = URL_SAFE_NO_PAD.encode(format!(r#"["-5000-01-01T00:00:00Z","{id}"]"#));
+        let page =
+            query(None, Some(&ancient)).parse::<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>();
+        assert!(
+            page.is_err(),
+            "a year before 1970 is not a key we handed out"
+        );
+        let fine = encode_cursor(&("2026-12-06T10:00:00Z", id));
+        let page = query(None, Some(&fine)).parse::<(chrono::DateTime<chrono::Utc>, uuid::Uuid)>();
+        assert!(page.is_ok());
+    }
+
+    #[test]
+    fn a_forged_cursor_with_a_control_character_in_a_text_key_is_refused() {
+        let forged = URL_SAFE_NO_PAD.encode(r#"["Spring\u0001field",3]"#);
+        assert!(query(None, Some(&forged)).parse::<(String, i64)>().is_err());
+        let nul = URL_SAFE_NO_PAD.encode(r#"["a\u0000",3]"#);
+        assert!(query(None, Some(&nul)).parse::<(String, i64)>().is_err());
     }
 
     #[test]
@@ -160,6 +210,15 @@ mod tests {
         let err = query(None, Some("%%%not-base64"))
             .parse::<(String, i64)>()
             .expect_err("bad");
+        assert!(matches!(err, AppError::Validation(ref e) if e[0].field == "cursor"));
+    }
+
+    #[test]
+    fn a_cursor_carrying_a_nul_is_rejected_before_it_reaches_sql() {
+        let forged = URL_SAFE_NO_PAD.encode(br#"["Aus\u0000tin",7]"#);
+        let err = query(None, Some(&forged))
+            .parse::<(String, i64)>()
+            .expect_err("a NUL is not a city name");
         assert!(matches!(err, AppError::Validation(ref e) if e[0].field == "cursor"));
     }
 

@@ -22,15 +22,17 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::db::UserDb;
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, Problem};
-use crate::http::extract::{AppJson, AppPath, AppQuery};
+use crate::http::extract::{AppJson, AppPath, AppQuery, optional_integer};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
+use crate::http::limits::spend_user_limit;
 use crate::http::pagination::bounded_int;
 use crate::leaderboard::{XpTotals, week_bounds};
 use crate::practice::adaptive::{self, Dimension, RecentOutcomes, SkillRecord};
 use crate::practice::bank::ExerciseType;
-use crate::practice::scheduling::{self, CardState, Level};
+use crate::practice::scheduling::{self, CardState, Level, XpWithheld};
 use crate::spanish::checker::{self, ErrorCategory, Expected, Outcome};
 use crate::spanish::triggers::TriggerCategory;
 use crate::spanish::{Person, Tense};
@@ -54,12 +56,13 @@ pub struct AttemptRequest {
     #[schema(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     pub answer: String,
     /// Time from showing the exercise to submitting, in milliseconds; quick
     /// right answers are scheduled further out.
     #[schema(minimum = 0, maximum = 3_600_000)]
+    #[serde(default, deserialize_with = "optional_integer")]
     pub duration_ms: Option<u32>,
 }
 
@@ -72,7 +75,7 @@ impl AttemptRequest {
                 "answer",
                 "must be 1 to 200 characters (not only spaces)",
             ));
-        } else if self.answer.chars().any(char::is_control) {
+        } else if !crate::text::is_single_line(&self.answer) {
             errors.push(FieldError::new(
                 "answer",
                 "must not contain control characters",
@@ -112,6 +115,11 @@ pub struct AttemptResult {
     /// Every accepted answer, canonical first.
     pub accepted: Vec<String>,
     pub xp_earned: i32,
+    /// Why `xp_earned` is 0 when the answer would otherwise earn XP: the
+    /// exercise is not due for review yet (`not_due`), or its answer was shown
+    /// by a wrong attempt less than 10 minutes ago (`answer_just_revealed`).
+    /// XP is earned once per review interval.
+    pub xp_withheld: Option<XpWithheld>,
     pub total_xp: i64,
     /// XP earned in this ISO week (UTC), as on the weekly leaderboard.
     pub weekly_xp: i64,
@@ -119,6 +127,9 @@ pub struct AttemptResult {
     pub current_streak: i32,
     /// When this exercise is next due for review (FSRS).
     pub next_review_at: DateTime<Utc>,
+    /// The exercise is a leech: answered wrong 8 times, suspended from review
+    /// until the learner brings it back (`GET /users/me/leeches`).
+    pub leech: bool,
     pub created_at: DateTime<Utc>,
 }
 
@@ -156,6 +167,7 @@ struct ExerciseKey {
         (status = 409, description = "The same Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid answer, duration or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts this minute (RATE_LIMIT_ATTEMPTS_USER); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable; safe to retry with the same key", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn submit_attempt(
@@ -205,7 +217,9 @@ pub async fn submit_attempt(
             choices: &exercise.choices,
         },
         &request.answer,
-        state.config.practice.accent_policy,
+        user.settings
+            .accent_policy
+            .unwrap_or(state.config.practice.accent_policy),
     );
 
     let fingerprint = idempotency::fingerprint(
@@ -218,8 +232,25 @@ pub async fn submit_attempt(
         key,
         fingerprint,
     });
+    // The learner's shard holds their history, and the key of this write.
+    let shard = state.db.user(user.id)?;
+    // A retry of an attempt that was recorded is answered before the limit.
+    if let Some(guard) = &guard
+        && let Some(replay) = idempotency::replay(shard.write(), guard).await?
+    {
+        return Ok(replay);
+    }
+    spend_user_limit(
+        &state,
+        user.id,
+        "attempts-user",
+        state.config.practice.attempts_per_user,
+    )
+    .await?;
     let recorded = Recorded {
         user_id: user.id,
+        timezone: user.timezone.clone(),
+        desired_retention: user.settings.desired_retention,
         exercise_id,
         tense,
         trigger,
@@ -229,15 +260,12 @@ pub async fn submit_attempt(
         verdict,
         rule: exercise.explanation,
     };
-    let outcome = idempotency::transaction(
-        state.db.write(),
-        guard,
-        StatusCode::CREATED,
-        async move |tx| recorded.save(tx).await,
-    )
+    let outcome = idempotency::transaction(shard.write(), guard, StatusCode::CREATED, async |tx| {
+        recorded.save(tx, &shard).await
+    })
     .await?;
     if let Idempotent::Done { value, .. } = &outcome {
-        remember_write(&state, user.id).await;
+        remember_user_write(&state, &shard, user.id).await;
         let totals = XpTotals {
             all_time: value.total_xp,
             week: value.weekly_xp,
@@ -248,8 +276,42 @@ pub async fn submit_attempt(
     Ok(outcome.into_response())
 }
 
-/// Records the position of the user's write, so their next reads (on any
-/// instance) see it even from a lagging replica (`db::consistency`).
+/// The consistency-token scope of a user's per-user rows on a shard; None
+/// without sharding, where they share the user's main token.
+fn shard_scope(shard: &UserDb, user_id: Uuid) -> Option<String> {
+    shard
+        .is_sharded()
+        .then(|| format!("shard:{}:{user_id}", shard.shard()))
+}
+
+/// Records the position of a per-user write on the user's shard, so their
+/// next reads of per-user rows see it even from a lagging replica of that
+/// shard.
+pub async fn remember_user_write(state: &AppState, shard: &UserDb, user_id: Uuid) {
+    let Some(scope) = shard_scope(shard, user_id) else {
+        return remember_write(state, user_id).await;
+    };
+    match shard.current_lsn().await {
+        Ok(lsn) => {
+            state.write_tokens.record_scope(&scope, lsn).await;
+        }
+        Err(e) => tracing::warn!(error = %e, "could not read the commit position"),
+    }
+}
+
+/// What a read of `user_id`'s per-user rows on `shard` must observe.
+pub async fn user_freshness(state: &AppState, shard: &UserDb, user_id: Uuid) -> Freshness {
+    if shard.recently_moved() {
+        return Freshness::Primary;
+    }
+    match shard_scope(shard, user_id) {
+        Some(scope) => state.write_tokens.freshness_scope(&scope).await,
+        None => state.write_tokens.freshness(user_id).await,
+    }
+}
+
+/// Records the position of the user's write on main, so their next reads (on
+/// any instance) see it even from a lagging replica (`db::consistency`).
 pub async fn remember_write(state: &AppState, user_id: Uuid) {
     match state.db.current_lsn().await {
         Ok(lsn) => {
@@ -265,6 +327,10 @@ pub async fn remember_write(state: &AppState, user_id: Uuid) {
 /// An attempt ready to be written.
 struct Recorded {
     user_id: Uuid,
+    /// The learner's time zone: their day, for streaks.
+    timezone: std::sync::Arc<str>,
+    /// The learner's FSRS target retention.
+    desired_retention: f64,
     exercise_id: i64,
     tense: Tense,
     trigger: Option<TriggerCategory>,
@@ -288,28 +354,50 @@ struct ProgressRow {
 }
 
 impl Recorded {
-    async fn save(self, tx: &mut PgConnection) -> AppResult<AttemptResult> {
+    async fn save(self, tx: &mut PgConnection, shard: &UserDb) -> AppResult<AttemptResult> {
         let verdict = self.verdict;
-        // Lock the learner's progress row first: it serializes all of one
-        // learner's attempts, so the card and totals below never race.
-        sqlx::query("INSERT INTO user_progress (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(self.user_id)
-            .execute(&mut *tx)
-            .await?;
+        // Make sure the learner's progress row exists (it is locked next: that
+        // serializes all of one learner's attempts, so the card and totals
+        // below never race) — and, with sharding, pass the bucket's write
+        // fence in the same statement (one round trip, not two).
+        match shard.fence_bucket() {
+            None => {
+                sqlx::query(
+                    "INSERT INTO user_progress (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                )
+                .bind(self.user_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            Some(bucket) => {
+                let fence: String = sqlx::query_scalar(
+                    "WITH fence AS (SELECT shard_write_guard($2, $1) AS state),
+                          progress AS (INSERT INTO user_progress (user_id)
+                                       SELECT $1 FROM fence WHERE state <> 'moved'
+                                       ON CONFLICT DO NOTHING)
+                     SELECT state FROM fence",
+                )
+                .bind(self.user_id)
+                .bind(bucket)
+                .fetch_one(&mut *tx)
+                .await?;
+                shard.check_fence(&fence)?;
+            }
+        }
         let progress = sqlx::query_as::<_, ProgressRow>(
             "SELECT p.xp, p.current_streak, p.longest_streak, p.last_active_day,
                     p.recent_outcomes, p.recent_count,
-                    (now() AT TIME ZONE u.timezone)::date AS today, now() AS now
-               FROM user_progress p JOIN users u ON u.id = p.user_id
+                    (now() AT TIME ZONE $2)::date AS today, now() AS now
+               FROM user_progress p
               WHERE p.user_id = $1
                 FOR UPDATE OF p",
         )
         .bind(self.user_id)
+        .bind(self.timezone.as_ref())
         .fetch_one(&mut *tx)
         .await?;
         let now = progress.now;
 
-        let xp = scheduling::xp(verdict.outcome, verdict.counts_as_correct, self.difficulty);
         let rating = scheduling::grade(
             verdict.outcome,
             verdict.counts_as_correct,
@@ -318,25 +406,50 @@ impl Recorded {
         );
         let previous = sqlx::query_as::<_, CardRow>(
             "SELECT due, stability, difficulty, elapsed_days, scheduled_days, reps, lapses,
-                    state, last_review
+                    state, last_review, revealed_at
                FROM review_cards WHERE user_id = $1 AND exercise_id = $2",
         )
         .bind(self.user_id)
         .bind(self.exercise_id)
         .fetch_optional(&mut *tx)
-        .await?
-        .map(CardState::from);
-        let card = scheduling::review(previous.as_ref(), rating, now);
-        sqlx::query(
+        .await?;
+        let revealed_at = previous.as_ref().and_then(|row| row.revealed_at);
+        // A card existed: this attempt reviews an item seen before.
+        let was_review = previous.is_some();
+        let previous = previous.map(CardState::from);
+        // Judged against the card as it was before this attempt.
+        let award = scheduling::award(
+            verdict.outcome,
+            verdict.counts_as_correct,
+            self.difficulty,
+            previous.as_ref(),
+            revealed_at,
+            now,
+        );
+        let xp = award.xp;
+        let card = scheduling::review(previous.as_ref(), rating, now, self.desired_retention);
+        let revealed_now = scheduling::reveals_answer(verdict.counts_as_correct);
+        let leech: bool = sqlx::query_scalar(
             "INSERT INTO review_cards (user_id, exercise_id, due, stability, difficulty,
-                    elapsed_days, scheduled_days, reps, lapses, state, last_review)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    elapsed_days, scheduled_days, reps, lapses, state, last_review, revealed_at,
+                    failures)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                     CASE WHEN $12 THEN $11::timestamptz END, $13)
              ON CONFLICT (user_id, exercise_id) DO UPDATE
                 SET due = EXCLUDED.due, stability = EXCLUDED.stability,
                     difficulty = EXCLUDED.difficulty, elapsed_days = EXCLUDED.elapsed_days,
                     scheduled_days = EXCLUDED.scheduled_days, reps = EXCLUDED.reps,
                     lapses = EXCLUDED.lapses, state = EXCLUDED.state,
-                    last_review = EXCLUDED.last_review",
+                    last_review = EXCLUDED.last_review,
+                    revealed_at = COALESCE(EXCLUDED.revealed_at, review_cards.revealed_at),
+                    failures = review_cards.failures + EXCLUDED.failures,
+                    -- A leech from the wrong answer that reaches the threshold.
+                    suspended_at = CASE
+                        WHEN review_cards.suspended_at IS NULL AND EXCLUDED.failures > 0
+                             AND review_cards.failures + EXCLUDED.failures >= $14
+                        THEN EXCLUDED.last_review
+                        ELSE review_cards.suspended_at END
+             RETURNING suspended_at IS NOT NULL",
         )
         .bind(self.user_id)
         .bind(self.exercise_id)
@@ -349,14 +462,17 @@ impl Recorded {
         .bind(card.lapses)
         .bind(card.state)
         .bind(card.last_review)
-        .execute(&mut *tx)
+        .bind(revealed_now)
+        .bind(i32::from(!verdict.counts_as_correct))
+        .bind(scheduling::LEECH_FAILURES)
+        .fetch_one(&mut *tx)
         .await?;
 
         let attempt_id = Uuid::now_v7();
         sqlx::query(
             "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
-                    counts_as_correct, error_category, duration_ms, xp)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    counts_as_correct, error_category, duration_ms, xp, was_review)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(self.user_id)
         .bind(now)
@@ -371,6 +487,7 @@ impl Recorded {
                 .map(|d| i32::try_from(d).unwrap_or(i32::MAX)),
         )
         .bind(xp)
+        .bind(was_review)
         .execute(&mut *tx)
         .await?;
 
@@ -443,11 +560,13 @@ impl Recorded {
             rule: self.rule,
             accepted: verdict.accepted,
             xp_earned: xp,
+            xp_withheld: award.withheld,
             total_xp,
             weekly_xp,
             level: scheduling::level(total_xp),
             current_streak,
             next_review_at: card.due,
+            leech,
             created_at: now,
         })
     }
@@ -472,6 +591,7 @@ struct CardRow {
     lapses: i32,
     state: i16,
     last_review: DateTime<Utc>,
+    revealed_at: Option<DateTime<Utc>>,
 }
 
 impl From<CardRow> for CardState {
@@ -556,30 +676,33 @@ fn ratio(correct: i32, attempts: i32) -> f64 {
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_progress(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let freshness = state.write_tokens.freshness(user.id).await;
-    let (progress, _) = load_progress(&state, user.id, freshness).await?;
+    let shard = state.db.user(user.id)?;
+    let freshness = user_freshness(&state, &shard, user.id).await;
+    let (progress, _) = load_progress(&user, &shard, freshness).await?;
     private_json(&progress)
 }
 
-/// The learner's progress and their recent outcomes, read as fresh as
-/// `freshness` asks (a replica that has replayed their latest attempt, else
-/// the primary).
+/// The learner's progress and their recent outcomes, from their shard, read
+/// as fresh as `freshness` asks ([`user_freshness`]: a replica that has
+/// replayed their last attempt, else the primary).
 pub async fn load_progress(
-    state: &AppState,
-    user_id: Uuid,
+    user: &AuthUser,
+    shard: &UserDb,
     freshness: Freshness,
 ) -> AppResult<(Progress, RecentOutcomes)> {
-    let (totals, skills) = state
-        .db
+    let (user_id, timezone) = (user.id, user.timezone.as_ref());
+    let (totals, skills) = shard
         .read_consistent(freshness, |pool| async move {
+            // One row whether or not the learner has practised yet.
             let totals = sqlx::query_as::<_, ProgressTotals>(
                 "SELECT p.attempts, p.correct, p.xp, p.current_streak, p.longest_streak,
                         p.last_active_day, p.recent_outcomes, p.recent_count,
-                        (now() AT TIME ZONE u.timezone)::date AS today
-                   FROM users u LEFT JOIN user_progress p ON p.user_id = u.id
-                  WHERE u.id = $1",
+                        (now() AT TIME ZONE $2)::date AS today
+                   FROM (SELECT $1::uuid AS user_id) me
+                   LEFT JOIN user_progress p ON p.user_id = me.user_id",
             )
             .bind(user_id)
+            .bind(timezone)
             .fetch_optional(&pool)
             .await?;
             let skills: Vec<(String, String, i32, i32)> = sqlx::query_as(
@@ -719,9 +842,10 @@ pub async fn next_items(
         Some(raw) => bounded_int(raw, 1..=50)
             .ok_or_else(|| AppError::validation("limit", "must be an integer from 1 to 50"))?,
     };
-    let freshness = state.write_tokens.freshness(user.id).await;
     // Recent accuracy sets the difficulty; the weakest skills choose the content.
-    let (progress, recent) = load_progress(&state, user.id, freshness).await?;
+    let shard = state.db.user(user.id)?;
+    let freshness = user_freshness(&state, &shard, user.id).await;
+    let (progress, recent) = load_progress(&user, &shard, freshness).await?;
     let target = adaptive::target_difficulty(recent);
     let records: Vec<SkillRecord<'_>> = [
         (Dimension::Tense, &progress.by_tense),
@@ -738,24 +862,54 @@ pub async fn next_items(
     })
     .collect();
     let focus = adaptive::focus(&records);
-    let (due, fresh) = state
-        .db
+    // The learner's settings: the tenses they practise (applied to the types
+    // that show their tense; choice types are kept whole, since selecting them
+    // by the tense of their right answer would give it away) and how many new
+    // items a day.
+    let tenses = user.settings.tense_keys();
+    let shows_tense: Vec<&str> = ExerciseType::ALL
+        .into_iter()
+        .filter(|k| k.is_free_text())
+        .map(ExerciseType::key)
+        .collect();
+    let settings = user.settings.clone();
+    let timezone = user.timezone.clone();
+    let (due, fresh) = shard
         .read_consistent(freshness, |pool| {
-            let focus = focus.clone();
+            let (focus, tenses, shows_tense) = (focus.clone(), tenses.clone(), shows_tense.clone());
+            let (settings, timezone) = (settings.clone(), timezone.clone());
             async move {
                 let due: Vec<DueRow> = sqlx::query_as(
                     "SELECT c.due, e.id, e.slug, e.kind, e.prompt, e.instructions, e.infinitive,
                             e.person, e.tense, e.trigger, e.difficulty, e.tags, e.choices
                        FROM review_cards c JOIN exercises e ON e.id = c.exercise_id
-                      WHERE c.user_id = $1 AND c.due <= now()
+                      WHERE c.user_id = $1 AND c.due <= now() AND c.suspended_at IS NULL
+                        AND ($3::text[] IS NULL OR e.kind <> ALL($4) OR e.tense = ANY($3))
                       ORDER BY c.due
                       LIMIT $2",
                 )
                 .bind(user.id)
                 .bind(limit)
+                .bind(&tenses)
+                .bind(&shows_tense)
                 .fetch_all(&pool)
                 .await?;
-                let remaining = limit - i64::try_from(due.len()).unwrap_or(limit);
+                let mut remaining = limit - i64::try_from(due.len()).unwrap_or(limit);
+                if remaining <= 0 {
+                    return Ok((due, Vec::new()));
+                }
+                // New items met today, in the learner's day.
+                let introduced: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM attempts
+                      WHERE user_id = $1 AND was_review = false
+                        AND created_at >= ((now() AT TIME ZONE $2)::date::timestamp AT TIME ZONE $2)
+                        AND created_at < now() + interval '1 day'",
+                )
+                .bind(user.id)
+                .bind(timezone.as_ref())
+                .fetch_one(&pool)
+                .await?;
+                remaining = remaining.min(settings.new_items_left(introduced));
                 if remaining <= 0 {
                     return Ok((due, Vec::new()));
                 }
@@ -769,6 +923,7 @@ pub async fn next_items(
                             e.tense, e.trigger, e.difficulty, e.tags, e.choices
                        FROM exercises e
                       WHERE e.difficulty BETWEEN $2 - 1 AND $2 + 1
+                        AND ($5::text[] IS NULL OR e.kind <> ALL($6) OR e.tense = ANY($5))
                         AND NOT EXISTS (SELECT 1 FROM review_cards c
                                          WHERE c.user_id = $1 AND c.exercise_id = e.id)
                       ORDER BY least(coalesce(array_position($3, 'tense:' || e.tense), 2147483647),
@@ -781,6 +936,8 @@ pub async fn next_items(
                 .bind(target)
                 .bind(&focus)
                 .bind(remaining)
+                .bind(&tenses)
+                .bind(&shows_tense)
                 .fetch_all(&pool)
                 .await?;
                 Ok((due, fresh))
@@ -897,24 +1054,35 @@ SELECT h.id AS attempt_id, h.created_at, h.outcome AS result, h.counts_as_correc
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_dashboard(State(state): State<AppState>, user: AuthUser) -> AppResult<Response> {
-    let freshness = state.write_tokens.freshness(user.id).await;
-    let (progress, _) = load_progress(&state, user.id, freshness).await?;
-    let (profile, recent_attempts) = state
+    let shard = state.db.user(user.id)?;
+    let freshness = user_freshness(&state, &shard, user.id).await;
+    let (progress, _) = load_progress(&user, &shard, freshness).await?;
+    // The account is on main; the history on the learner's shard. Without
+    // sharding both are one database and one consistency token.
+    let main_freshness = if shard.is_sharded() {
+        state.write_tokens.freshness(user.id).await
+    } else {
+        freshness
+    };
+    let profile = state
         .db
-        .read_consistent(freshness, |pool| async move {
-            let profile = sqlx::query_as::<_, crate::auth::store::UserRow>(
+        .read_consistent(main_freshness, |pool| async move {
+            sqlx::query_as::<_, crate::auth::store::UserRow>(
                 "SELECT id, email, password_hash, display_name, role, timezone, is_active,
                         created_at
                    FROM users WHERE id = $1",
             )
             .bind(user.id)
             .fetch_optional(&pool)
-            .await?;
-            let recent = sqlx::query_as::<_, RecentAttempt>(RECENT_ATTEMPTS_SQL)
+            .await
+        })
+        .await?;
+    let recent_attempts = shard
+        .read_consistent(freshness, |pool| async move {
+            sqlx::query_as::<_, RecentAttempt>(RECENT_ATTEMPTS_SQL)
                 .bind(user.id)
                 .fetch_all(&pool)
-                .await?;
-            Ok((profile, recent))
+                .await
         })
         .await?;
     let profile = profile

@@ -23,15 +23,17 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::{AuthUser, Role};
+use crate::auth::{AuthUser, ClientIp, Role};
 use crate::cache::Namespace;
 use crate::civic::ranking::{self, Sort};
 use crate::civic::text;
 use crate::civic::visibility::{self, Visibility};
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, PROBLEM_CONTENT_TYPE, Problem};
+use crate::http::caching::etag_of;
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempotent};
+use crate::http::limits::{spend_ip_limit, spend_user_limit};
 use crate::http::pagination::{PageQuery, PageRequest, finish_page};
 use crate::http::practice::private_json;
 
@@ -154,28 +156,32 @@ async fn find_similar(
     text: &str,
     limit: i64,
 ) -> AppResult<Vec<SimilarQuestion>> {
-    let text = text.to_owned();
-    let rows: Vec<(Uuid, String, i32, f32)> = state
+    Ok(state
         .db
-        .read(|pool| {
-            let text = text.clone();
-            async move {
-                sqlx::query_as(
-                    "SELECT id, body, score, similarity(body, $2) AS similarity
-                       FROM questions
-                      WHERE city_id = $1 AND status = 'visible'
-                        AND (body % $2 OR search @@ plainto_tsquery('english', $2))
-                      ORDER BY similarity DESC, score DESC
-                      LIMIT $3",
-                )
-                .bind(city_id)
-                .bind(text)
-                .bind(limit)
-                .fetch_all(&pool)
-                .await
-            }
-        })
-        .await?;
+        .read(|pool| async move { similar_in(&pool, city_id, text, limit).await })
+        .await?)
+}
+
+/// The visible questions of a city most like `text`, best first.
+async fn similar_in<'e, E: sqlx::PgExecutor<'e>>(
+    executor: E,
+    city_id: i64,
+    text: &str,
+    limit: i64,
+) -> Result<Vec<SimilarQuestion>, sqlx::Error> {
+    let rows: Vec<(Uuid, String, i32, f32)> = sqlx::query_as(
+        "SELECT id, body, score, similarity(body, $2) AS similarity
+           FROM questions
+          WHERE city_id = $1 AND status = 'visible'
+            AND (body % $2 OR search @@ plainto_tsquery('english', $2))
+          ORDER BY similarity DESC, score DESC
+          LIMIT $3",
+    )
+    .bind(city_id)
+    .bind(text)
+    .bind(limit)
+    .fetch_all(executor)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, body, score, similarity)| SimilarQuestion {
@@ -200,26 +206,6 @@ async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
     found
         .map(|_| ())
         .ok_or_else(|| AppError::NotFound(format!("No city with id {city_id}")))
-}
-
-/// Takes one unit of a per-user limit (callers answer replays before this:
-/// a retry is not a new question or vote and must not be refused as one).
-async fn spend_limit(
-    state: &AppState,
-    user_id: Uuid,
-    limiter: &str,
-    quota: crate::ratelimit::Quota,
-) -> AppResult<()> {
-    let decision = state
-        .auth
-        .limiter
-        .check(limiter, &user_id.to_string(), quota)
-        .await;
-    if decision.allowed {
-        Ok(())
-    } else {
-        Err(AppError::RateLimited(decision))
-    }
 }
 
 /// After a CivicQ write that lists show commits (a question, a vote, an
@@ -307,7 +293,7 @@ pub async fn create_question(
     if request.reject_duplicates && !duplicates.is_empty() {
         return Ok(duplicate_response(duplicates));
     }
-    spend_limit(
+    spend_user_limit(
         &state,
         user.id,
         "questions-user",
@@ -317,11 +303,37 @@ pub async fn create_question(
     let id = Uuid::now_v7();
     let created_at = created_at_of(id)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("UUIDv7 without a timestamp")))?;
+    let threshold = state.config.civic.duplicate_similarity;
+    let reject_duplicates = request.reject_duplicates;
+    // Duplicates found inside the transaction (a concurrent copy committed
+    // after the search above).
+    let mut raced: Option<Vec<SimilarQuestion>> = None;
+    let raced_slot = &mut raced;
     let outcome = idempotency::transaction(
         state.db.write(),
         guard,
         StatusCode::CREATED,
         async move |tx| {
+            if reject_duplicates {
+                // The search above ran outside any lock: two copies of one
+                // question posted at once would both pass it. Posts that
+                // refuse duplicates take turns per city and look again.
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('question-dedupe:' || $1::text, 0))",
+                )
+                .bind(city_id)
+                .execute(&mut *tx)
+                .await?;
+                let duplicates: Vec<SimilarQuestion> = similar_in(&mut *tx, city_id, &body, 5)
+                    .await?
+                    .into_iter()
+                    .filter(|s| f64::from(s.similarity) >= threshold)
+                    .collect();
+                if !duplicates.is_empty() {
+                    *raced_slot = Some(duplicates);
+                    return Err(AppError::Conflict("A duplicate was just posted.".into()));
+                }
+            }
             sqlx::query(
                 "INSERT INTO questions (created_at, id, city_id, author_id, body, tags, hot)
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -339,7 +351,11 @@ pub async fn create_question(
             Ok(CreatedQuestion { question, similar })
         },
     )
-    .await?;
+    .await;
+    let outcome = match (outcome, raced) {
+        (Err(_), Some(duplicates)) => return Ok(duplicate_response(duplicates)),
+        (outcome, _) => outcome?,
+    };
     if let Idempotent::Done { .. } = &outcome {
         after_write(&state, user.id).await;
     }
@@ -387,6 +403,8 @@ pub struct ListQuery {
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page (of the same sort).
+    /// Opaque: only a value this list returned is valid.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -647,14 +665,18 @@ pub struct SimilarQuery {
 #[utoipa::path(get, path = "/questions/similar", tag = "civic",
     params(SimilarQuery),
     responses(
-        (status = 200, description = "Up to 10 similar questions, best first", body = SimilarPage),
+        (status = 200, description = "Up to 10 similar questions, best first (public, cached a few seconds)", body = SimilarPage),
+        (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Missing or unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid city id or text", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many searches from this address (RATE_LIMIT_SIMILAR_IP); see Retry-After", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn similar_questions(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     AppQuery(query): AppQuery<SimilarQuery>,
 ) -> AppResult<Response> {
     let mut errors = Vec::new();
@@ -665,7 +687,7 @@ pub async fn similar_questions(
         .ok();
     let q = query.q.split_whitespace().collect::<Vec<_>>().join(" ");
     let letters = q.chars().filter(|c| !c.is_whitespace()).count();
-    if letters < 3 || query.q.chars().count() > 500 || query.q.chars().any(char::is_control) {
+    if letters < 3 || query.q.chars().count() > 500 || !crate::text::is_single_line(&query.q) {
         errors.push(FieldError::new(
             "q",
             "must be up to 500 characters of text, at least 3 of them not spaces",
@@ -674,12 +696,25 @@ pub async fn similar_questions(
     let (Some(city_id), true) = (city_id, errors.is_empty()) else {
         return Err(AppError::Validation(errors));
     };
-    city_exists(&state, city_id).await?;
-    let items = find_similar(&state, city_id, &q, 10).await?;
-    private_json(&SimilarPage {
-        items,
-        next_cursor: None,
-    })
+    // Clients call this as a resident types: cheap when cached, but each miss
+    // is a trigram search, so every caller is limited.
+    spend_ip_limit(&state, ip, "similar-ip", state.config.civic.similar_per_ip).await?;
+    // Trigram similarity and the English text search both ignore case, so one
+    // entry serves every casing of a text.
+    let text_key = etag_of(q.to_lowercase().as_bytes());
+    let key = format!("similar:{city_id}:{}", text_key.trim_matches('"'));
+    let cached = state
+        .cache
+        .get_or_load(Namespace::Questions, &key, || async {
+            city_exists(&state, city_id).await?;
+            let items = find_similar(&state, city_id, &q, 10).await?;
+            Ok(SimilarPage {
+                items,
+                next_cursor: None,
+            })
+        })
+        .await?;
+    Ok(cached.respond(&headers, LIST_CACHE))
 }
 
 /// One question, with the caller's vote when signed in. Hidden and removed
@@ -849,7 +884,7 @@ fn vote_value_schema() -> utoipa::openapi::schema::Object {
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The question is closed (hidden, removed or merged)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The question was merged (or, to a moderator, is hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The value is not 1 or -1", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many votes this hour", body = Problem, content_type = "application/problem+json"),
@@ -880,8 +915,8 @@ pub async fn put_vote(
         (status = 200, description = "The question with its new counts", body = QuestionDetail),
         (status = 400, description = "The id is not a UUID", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such question", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The question is closed", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The question was merged (or, to a moderator, is hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid or reused Idempotency-Key", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many votes this hour", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
@@ -917,16 +952,17 @@ async fn vote(
     {
         return Ok(replay);
     }
-    spend_limit(
+    spend_user_limit(
         state,
         user.id,
         "votes-user",
         state.config.civic.votes_per_user,
     )
     .await?;
+    let voter = user.clone();
     let outcome =
         idempotency::transaction(state.db.write(), guard, StatusCode::OK, async move |tx| {
-            apply_vote(tx, id, created_at, user.id, value).await
+            apply_vote(tx, id, created_at, &voter, value).await
         })
         .await?;
     if let Idempotent::Done { .. } = &outcome {
@@ -935,21 +971,41 @@ async fn vote(
     Ok(outcome.into_response())
 }
 
-/// Locks a question's row for the rest of the transaction (every write to a
-/// question and its votes, flags and answers goes through this lock); its
-/// (status, score), or None when it does not exist.
-pub async fn lock_question(
+/// Locks question `id`'s row for the rest of the transaction for a write (a
+/// vote, a flag, an answer or an edit of one; every write to a question and
+/// its votes, flags and answers goes through this lock) and checks that it
+/// takes `what`; its score. The answers
+/// match the read path: to a resident, a hidden or removed question does not
+/// exist (404, not a 409 that would confirm it and name its status); a merged
+/// one points at its target. Moderators and admins, who can read every
+/// status, are told the status.
+pub async fn lock_open_question(
     tx: &mut PgConnection,
     id: Uuid,
     created_at: DateTime<Utc>,
-) -> Result<Option<(String, i32)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT status, score FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+    user: &AuthUser,
+    what: &str,
+) -> AppResult<i32> {
+    let row: Option<(String, i32, Option<Uuid>)> = sqlx::query_as(
+        "SELECT status, score, merged_into FROM questions
+          WHERE created_at = $1 AND id = $2 FOR UPDATE",
     )
     .bind(created_at)
     .bind(id)
     .fetch_optional(&mut *tx)
-    .await
+    .await?;
+    let not_found = || AppError::NotFound(format!("No question with id {id}"));
+    let (status, score, merged_into) = row.ok_or_else(not_found)?;
+    match visibility::for_reader(&status, merged_into, is_moderator(Some(user))) {
+        Visibility::NotFound => Err(not_found()),
+        Visibility::MergedInto(target) => Err(AppError::Conflict(format!(
+            "This question was merged into {target}; it takes no {what}."
+        ))),
+        Visibility::Shown if status == "visible" => Ok(score),
+        Visibility::Shown => Err(AppError::Conflict(format!(
+            "This question is {status} and takes no {what}."
+        ))),
+    }
 }
 
 /// Sets (Some) or withdraws (None) a user's vote and adjusts the question's
@@ -958,19 +1014,11 @@ pub async fn apply_vote(
     tx: &mut PgConnection,
     id: Uuid,
     created_at: DateTime<Utc>,
-    user_id: Uuid,
+    user: &AuthUser,
     value: Option<i16>,
 ) -> AppResult<QuestionDetail> {
-    let locked = lock_question(tx, id, created_at).await?;
-    let score = match locked {
-        None => return Err(AppError::NotFound(format!("No question with id {id}"))),
-        Some((status, score)) if status == "visible" => score,
-        Some((other, _)) => {
-            return Err(AppError::Conflict(format!(
-                "This question is {other} and takes no votes."
-            )));
-        }
-    };
+    let user_id = user.id;
+    let score = lock_open_question(tx, id, created_at, user, "votes").await?;
     let old: Option<i16> = sqlx::query_scalar(
         "SELECT value FROM question_votes WHERE question_id = $1 AND user_id = $2",
     )

@@ -47,6 +47,7 @@ impl From<UserRow> for UserProfile {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProfileUpdate {
     #[schema(
         min_length = 1,
@@ -119,6 +120,17 @@ pub async fn update_me(
     };
     let pool = state.db.write();
     if let Some(zone) = update.timezone.as_deref() {
+        if !is_zone_name(zone) {
+            return Err(AppError::Validation(
+                errors
+                    .into_iter()
+                    .chain([FieldError::new(
+                        "timezone",
+                        "must be an IANA time zone such as America/Chicago",
+                    )])
+                    .collect(),
+            ));
+        }
         // Postgres knows the IANA database; an unknown zone is a field error.
         let known: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1)")
@@ -142,7 +154,59 @@ pub async fn update_me(
         update.timezone.as_deref(),
     )
     .await?
-    .filter(|u| u.is_active)
     .ok_or_else(gone)?;
+    if update.timezone.is_some() {
+        // The account cache carries the zone that days (streaks) are counted in.
+        state.auth.accounts.forget(user.id).await;
+        state.cache.announce_account_change(user.id).await;
+    }
+    if display_name.is_some() {
+        // Question lists and pages show authors' names: invalidate them, with
+        // the lists' consistency token, so no loader re-caches the old name
+        // from a replica that has not replayed the change.
+        super::questions::after_write(&state, user.id).await;
+    }
     Ok(private(AppJson(UserProfile::from(row)).into_response()))
+}
+
+/// The shape of an IANA zone name (the schema's pattern), checked before the
+/// name is looked up so that no arbitrary text reaches the query.
+fn is_zone_name(zone: &str) -> bool {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-'))
+    };
+    zone.len() <= 64
+        && zone.starts_with(|c: char| c.is_ascii_alphabetic())
+        && zone.split('/').all(part_ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_zone_name;
+
+    #[test]
+    fn zone_names_are_checked_for_shape_before_any_lookup() {
+        for good in [
+            "UTC",
+            "America/Chicago",
+            "America/Argentina/Buenos_Aires",
+            "Etc/GMT+5",
+        ] {
+            assert!(is_zone_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/UTC",
+            "America/",
+            "Euro\u{0}pe/Paris",
+            "Europe//Paris",
+            "1UTC",
+            "a b",
+        ] {
+            assert!(!is_zone_name(bad), "{bad}");
+        }
+        assert!(!is_zone_name(&"A".repeat(65)));
+    }
 }

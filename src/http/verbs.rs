@@ -34,12 +34,14 @@ const SEARCH_MAX_CHARS: usize = 50;
 #[serde(deny_unknown_fields)]
 pub struct VerbQuery {
     /// Start of an infinitive, or part of its English gloss (case-insensitive).
-    #[param(max_length = 50)]
+    #[param(max_length = 50, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub search: Option<String>,
     /// Items per page, 1 to 100 (default 20).
     #[param(value_type = Option<i64>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
     /// The `next_cursor` of the previous page.
+    /// Opaque: only a value this list returned is valid.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
 }
 
@@ -156,8 +158,14 @@ pub struct ConjugationDoc {
 /// Conjugates any Spanish infinitive: lexicon verbs with their glosses, any
 /// other well-formed infinitive by rule (`known: false`). Not an infinitive → 422.
 #[utoipa::path(get, path = "/verbs/{infinitive}/conjugations", tag = "verbs",
-    params(("infinitive" = String, Path, description = "A Spanish infinitive, e.g. `tener`",
-        pattern = r"^[A-Za-zÁÉÍÓÚÜÑáéíóúüñ]{2,28}(ar|er|ir|ír|AR|ER|IR|ÍR)$")),
+    params(("infinitive" = String, Path,
+        description = "A Spanish infinitive, e.g. `tener`. The pattern is the rule the server \
+            applies to the canonical (lower-case, composed) form: Spanish letters ending in -ar, \
+            -er or -ir with a vowel before the ending and no á, é or ó in the stem, or -ír after \
+            e or o (reír, oír), or one of ir, ser, ver, dar. The server also accepts capitals and \
+            decomposed accents.",
+        min_length = 2, max_length = 30,
+        pattern = r"^(ir|ser|ver|dar|[a-zñíúü]*[aeiouíúü][a-zñíúü]*(ar|er|ir)|[a-zñíúü]*[eo]ír)$")),
     responses(
         (status = 200, description = "The conjugation", body = ConjugationDoc),
         (status = 304, description = "Not modified (If-None-Match)"),

@@ -1088,32 +1088,4 @@ mod tests {
             assert!(e.tags.contains(&format!("tense:{}", e.tense.key())));
         }
     }
-
-    #[test]
-    fn print_the_counts() {
-        let mut per_kind: BTreeMap<&str, usize> = BTreeMap::new();
-        let mut per_level: BTreeMap<u8, usize> = BTreeMap::new();
-        for e in BANK.iter() {
-            *per_kind.entry(e.kind.key()).or_default() += 1;
-            *per_level.entry(e.difficulty).or_default() += 1;
-        }
-        println!(
-            "{} exercises {per_kind:?} difficulty {per_level:?}",
-            BANK.len()
-        );
-        if std::env::var_os("DUMP_BANK").is_some() {
-            for e in BANK.iter() {
-                println!(
-                    "{} | {} | {} | {:?} | {:?} | d{} | {}",
-                    e.slug,
-                    e.prompt,
-                    e.instructions,
-                    e.choices,
-                    e.accepted,
-                    e.difficulty,
-                    e.explanation
-                );
-            }
-        }
-    }
 }

@@ -8,3 +8,4 @@ pub mod adaptive;
 pub mod bank;
 pub mod frames;
 pub mod scheduling;
+pub mod settings;

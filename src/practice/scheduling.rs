@@ -5,7 +5,7 @@
 //! target retention); the card state it needs is persisted per
 //! (user, exercise) in `review_cards`.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
 use rs_fsrs::{Card, FSRS, Parameters, Rating, State};
 
 use crate::spanish::checker::Outcome;
@@ -89,13 +89,27 @@ pub fn grade(
 }
 
 /// The card after reviewing it with `rating` at `now` (a new card when the
-/// learner never saw this exercise).
-pub fn review(card: Option<&CardState>, rating: Rating, now: DateTime<Utc>) -> CardState {
-    let fsrs = FSRS::new(Parameters::default());
+/// learner never saw this exercise), scheduled for the learner's
+/// `desired_retention` (FSRS's target recall probability, 0.9 by default).
+pub fn review(
+    card: Option<&CardState>,
+    rating: Rating,
+    now: DateTime<Utc>,
+    desired_retention: f64,
+) -> CardState {
+    let fsrs = FSRS::new(Parameters {
+        request_retention: desired_retention,
+        ..Parameters::default()
+    });
     let card = card.map_or_else(Card::new, CardState::to_card);
     let next = fsrs.next(card, now, rating);
     CardState::from_card(&next.card)
 }
+
+/// Wrong answers after which an item becomes a leech: suspended from review
+/// and listed for the learner, who has clearly not been helped by seeing it
+/// again (Anki's default threshold).
+pub const LEECH_FAILURES: i32 = 8;
 
 /// XP for one attempt: effort counts a little, a right answer counts more the
 /// harder the exercise; an accent slip earns half.
@@ -106,6 +120,69 @@ pub fn xp(outcome: Outcome, counts_as_correct: bool, difficulty: u8) -> i32 {
         (Outcome::AccentMismatch, true) => full / 2,
         _ => 1,
     }
+}
+
+/// How long after an answer was revealed (by a wrong attempt's feedback) a
+/// right answer to the same exercise earns nothing: typing back what the
+/// feedback just showed is not recall.
+pub const REVEAL_COOLDOWN: TimeDelta = TimeDelta::minutes(10);
+
+/// Why an attempt earned no XP.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum XpWithheld {
+    /// The exercise is not due for review yet: an early review is practice,
+    /// scheduled as usual, but it earns no XP (otherwise one item answered
+    /// over and over would earn XP forever).
+    NotDue,
+    /// The answer was shown by a wrong attempt's feedback less than
+    /// [`REVEAL_COOLDOWN`] ago.
+    AnswerJustRevealed,
+}
+
+/// The XP an attempt earns and, when it earns none, why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Award {
+    pub xp: i32,
+    pub withheld: Option<XpWithheld>,
+}
+
+/// XP for an attempt at `now` on an exercise whose card (before this attempt)
+/// is `card` and whose answer was last revealed at `revealed_at`: XP is earned
+/// once per review interval (a new exercise, or one that is due), and a right
+/// answer right after the reveal earns nothing.
+pub fn award(
+    outcome: Outcome,
+    counts_as_correct: bool,
+    difficulty: u8,
+    card: Option<&CardState>,
+    revealed_at: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Award {
+    let withheld = if card.is_some_and(|c| c.due > now) {
+        Some(XpWithheld::NotDue)
+    } else if counts_as_correct && revealed_at.is_some_and(|at| now - at < REVEAL_COOLDOWN) {
+        Some(XpWithheld::AnswerJustRevealed)
+    } else {
+        None
+    };
+    Award {
+        xp: if withheld.is_some() {
+            0
+        } else {
+            xp(outcome, counts_as_correct, difficulty)
+        },
+        withheld,
+    }
+}
+
+/// Whether an attempt's feedback shows the learner an answer they did not
+/// give: every verdict lists the accepted forms, so any answer not counted as
+/// right has now seen them.
+pub fn reveals_answer(counts_as_correct: bool) -> bool {
+    !counts_as_correct
 }
 
 /// Level `n` starts at `50 * n * (n - 1)` XP: 0, 100, 300, 600, 1000…
@@ -180,13 +257,13 @@ mod tests {
 
     #[test]
     fn good_reviews_push_the_due_date_further_out_and_a_lapse_brings_it_back() {
-        let first = review(None, Rating::Good, at(0));
+        let first = review(None, Rating::Good, at(0), 0.9);
         assert!(first.due > at(0));
         let mut card = first;
         let mut last_interval = Duration::zero();
         for _ in 0..4 {
             let now = card.due;
-            card = review(Some(&card), Rating::Good, now);
+            card = review(Some(&card), Rating::Good, now, 0.9);
             let interval = card.due - now;
             assert!(
                 interval >= last_interval,
@@ -195,9 +272,57 @@ mod tests {
             last_interval = interval;
         }
         assert!(last_interval > Duration::days(3), "{last_interval}");
-        let lapsed = review(Some(&card), Rating::Again, card.due);
+        let lapsed = review(Some(&card), Rating::Again, card.due, 0.9);
         assert_eq!(lapsed.lapses, card.lapses + 1);
         assert!(lapsed.due - card.due < Duration::days(1));
+    }
+
+    #[test]
+    fn xp_is_earned_once_per_review_interval_and_not_right_after_a_reveal() {
+        let hard = 5;
+        let full = xp(Outcome::Correct, true, hard);
+        let earned = |card: Option<&CardState>, revealed: Option<DateTime<Utc>>, now| {
+            award(Outcome::Correct, true, hard, card, revealed, now)
+        };
+        // A new exercise earns full XP.
+        assert_eq!(earned(None, None, at(0)).xp, full);
+        // Answered again before it is due: nothing, and the reason.
+        let card = review(None, Rating::Good, at(0), 0.9);
+        assert!(card.due > at(0));
+        let early = earned(Some(&card), None, at(0) + Duration::seconds(5));
+        assert_eq!(
+            early,
+            Award {
+                xp: 0,
+                withheld: Some(XpWithheld::NotDue)
+            }
+        );
+        // Once it is due, it earns again.
+        assert_eq!(earned(Some(&card), None, card.due).xp, full);
+        // A wrong answer is due again within minutes, but the right answer it
+        // revealed earns nothing for the cooldown, then earns again.
+        let wrong_at = card.due;
+        let lapsed = review(Some(&card), Rating::Again, wrong_at, 0.9);
+        assert!(reveals_answer(false) && !reveals_answer(true));
+        assert!(lapsed.due - wrong_at < REVEAL_COOLDOWN, "{}", lapsed.due);
+        assert_eq!(
+            earned(Some(&lapsed), Some(wrong_at), lapsed.due).withheld,
+            Some(XpWithheld::AnswerJustRevealed)
+        );
+        let later = (wrong_at + REVEAL_COOLDOWN).max(lapsed.due);
+        assert_eq!(earned(Some(&lapsed), Some(wrong_at), later).xp, full);
+        // A wrong answer is never "just revealed"; early, it earns nothing too.
+        let retry = award(
+            Outcome::Incorrect,
+            false,
+            hard,
+            Some(&lapsed),
+            Some(wrong_at),
+            lapsed.due,
+        );
+        assert_eq!(retry.xp, 1);
+        let farmed = award(Outcome::Incorrect, false, hard, Some(&card), None, at(0));
+        assert_eq!(farmed.withheld, Some(XpWithheld::NotDue));
     }
 
     #[test]
@@ -228,5 +353,24 @@ mod tests {
         assert_eq!(streak(Some(d(1)), 1, 1, d(2)), (2, 2));
         assert_eq!(streak(Some(d(2)), 2, 5, d(3)), (3, 5));
         assert_eq!(streak(Some(d(2)), 3, 5, d(9)), (1, 5));
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+
+    #[test]
+    fn a_higher_desired_retention_schedules_the_next_review_sooner() {
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let first = review(None, Rating::Good, at, 0.9);
+        let relaxed = review(Some(&first), Rating::Good, first.due, 0.8);
+        let strict = review(Some(&first), Rating::Good, first.due, 0.95);
+        assert!(
+            strict.due < relaxed.due,
+            "{:?} vs {:?}",
+            strict.due,
+            relaxed.due
+        );
     }
 }

@@ -402,9 +402,14 @@ async fn admin_token(app: &TestApp, email: &str) -> String {
         .expect("id")
         .parse()
         .expect("uuid");
-    refbackend::auth::store::set_role(app.state.db.write(), id, refbackend::auth::Role::Admin)
-        .await
-        .expect("promote");
+    refbackend::auth::store::set_role(
+        app.state.db.write(),
+        None,
+        id,
+        refbackend::auth::Role::Admin,
+    )
+    .await
+    .expect("promote");
     let (_, tokens, _) = login(app, email, "correct horse battery").await;
     tokens["access_token"].as_str().expect("token").to_owned()
 }
@@ -458,6 +463,55 @@ async fn admin_endpoints_check_the_role_on_the_server() {
         .await
         .expect("sent");
     assert_eq!(missing.status(), 404);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn two_admins_demoting_each_other_at_once_leave_one_admin() {
+    let app = app_builder().start().await;
+    for round in 0..5 {
+        let a_email = format!("admin-a-{round}@example.com");
+        let b_email = format!("admin-b-{round}@example.com");
+        let a = admin_token(&app, &a_email).await;
+        let b = admin_token(&app, &b_email).await;
+        let id_of = |token: &str| {
+            let claims = token.split('.').nth(1).expect("payload");
+            let bytes =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, claims)
+                    .expect("base64");
+            serde_json::from_slice::<Value>(&bytes).expect("json")["sub"]
+                .as_str()
+                .expect("sub")
+                .to_owned()
+        };
+        let demote = |token: String, target: String| {
+            let app = &app;
+            async move {
+                app.client
+                    .put(app.url(&format!("/api/v1/admin/users/{target}/role")))
+                    .bearer_auth(token)
+                    .json(&json!({"role": "member"}))
+                    .send()
+                    .await
+                    .expect("sent")
+                    .status()
+                    .as_u16()
+            }
+        };
+        let (a_id, b_id) = (id_of(&a), id_of(&b));
+        let (one, two) = tokio::join!(demote(a, b_id.clone()), demote(b, a_id.clone()));
+        let admins: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM users WHERE id::text = ANY($1) AND role = 'admin'",
+        )
+        .bind([a_id, b_id])
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+        assert_eq!(admins, 1, "round {round}: statuses {one} and {two}");
+        let mut statuses = [one, two];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 403], "round {round}");
+    }
     app.stop().await;
 }
 
@@ -729,5 +783,189 @@ async fn a_login_flood_past_the_hashing_queue_gets_quick_503s_not_timeouts() {
     // Once the flood is over, signing in works again.
     let (status, _, _) = login(&app, "flood@example.com", "correct horse battery").await;
     assert_eq!(status, 200);
+    app.stop().await;
+}
+
+/// `GET path` with a token: the status.
+async fn status_with(app: &TestApp, path: &str, token: &str) -> u16 {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sent")
+        .status()
+        .as_u16()
+}
+
+/// Polls until `check` holds or `deadline` passes; false on timeout.
+async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_deactivation_or_demotion_applies_to_live_tokens_on_every_instance_at_once() {
+    // A cache TTL of an hour: only the change announcement can make this pass.
+    let a = app_builder().env("ACCOUNT_CACHE_TTL", "1h").start().await;
+    let b = app_builder()
+        .env("ACCOUNT_CACHE_TTL", "1h")
+        .start_on(a.db.clone())
+        .await;
+    let admin = admin_token(&a, "chief@example.com").await;
+    let mut people = a.users_with_role(2, "moderator").await;
+    let (leaver_id, leaver) = people.remove(0);
+    let (moderator_id, moderator) = people.remove(0);
+    // Both instances have read (and cached) both accounts.
+    for app in [&a, &b] {
+        assert_eq!(status_with(app, "/api/v1/users/me", &leaver).await, 200);
+        assert_eq!(
+            status_with(app, "/api/v1/moderation/questions", &moderator).await,
+            200
+        );
+    }
+
+    let deactivate = a
+        .client
+        .post(a.url(&format!("/api/v1/admin/users/{leaver_id}/deactivate")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(deactivate.status(), 204);
+    let demote = a
+        .client
+        .put(a.url(&format!("/api/v1/admin/users/{moderator_id}/role")))
+        .bearer_auth(&admin)
+        .json(&json!({"role": "member"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(demote.status(), 200);
+
+    // On the instance that made the change: at once.
+    assert_eq!(status_with(&a, "/api/v1/users/me", &leaver).await, 401);
+    assert_eq!(
+        status_with(&a, "/api/v1/moderation/questions", &moderator).await,
+        403
+    );
+    // On the other: as soon as the announcement arrives (well within 5 s).
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status_with(&b, "/api/v1/users/me", &leaver).await == 401
+        })
+        .await,
+        "instance B still accepts the deactivated user's token"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            status_with(&b, "/api/v1/moderation/questions", &moderator).await == 403
+        })
+        .await,
+        "instance B still lets the demoted moderator moderate"
+    );
+    // A deactivated user cannot write either (here, a profile change).
+    let write = b
+        .client
+        .patch(b.url("/api/v1/users/me"))
+        .bearer_auth(&leaver)
+        .json(&json!({"display_name": "Still here"}))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(write.status(), 401);
+    let name: String = sqlx::query_scalar("SELECT display_name FROM users WHERE id = $1")
+        .bind(leaver_id)
+        .fetch_one(a.state.db.write())
+        .await
+        .expect("row");
+    assert_eq!(name, "Resident", "nothing was written");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_nul_character_in_any_text_input_is_a_4xx_never_a_500() {
+    let app = app_builder().start().await;
+    let user = register(&app, "nul@example.com").await;
+    let token = user["access_token"].as_str().expect("token");
+
+    let (status, body, _) = login(&app, "a\u{0}@example.com", "correct horse battery").await;
+    assert_eq!(status, 422, "{body}");
+    let (status, body, _) = post(
+        &app,
+        "/api/v1/auth/register",
+        json!({"email": "b@example.com", "password": "pass\u{0}word!!", "display_name": "B"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    for update in [
+        json!({"timezone": "Europe/Ma\u{0}drid"}),
+        json!({"display_name": "A\u{0}na"}),
+    ] {
+        let response = app
+            .client
+            .patch(app.url("/api/v1/users/me"))
+            .bearer_auth(token)
+            .json(&update)
+            .send()
+            .await
+            .expect("sent");
+        assert_eq!(response.status(), 422, "{update}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+    }
+    // Query strings, cursors and paths.
+    for path in [
+        "/api/v1/cities?cursor=WyJBdXNcdTAwMDB0aW4iLDdd",
+        "/api/v1/cities?limit=1%00",
+        "/api/v1/verbs?search=ha%00blar",
+        "/api/v1/verbs/habl%00ar/conjugations",
+    ] {
+        let response = app.get(path).await;
+        let status = response.status().as_u16();
+        assert!((400..500).contains(&status), "{path}: {status}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_profile_update_by_a_deactivated_account_writes_nothing() {
+    // No account cache: the check in the UPDATE itself is what is tested.
+    let app = app_builder().env("ACCOUNT_CACHE_TTL", "0s").start().await;
+    let (id, _) = app.users_with_role(1, "member").await.remove(0);
+    refbackend::auth::store::set_active(app.state.db.write(), None, id, false)
+        .await
+        .expect("deactivate");
+    let row = refbackend::auth::store::update_profile(
+        app.state.db.write(),
+        id,
+        Some("Changed"),
+        Some("Europe/Madrid"),
+    )
+    .await
+    .expect("query");
+    assert!(row.is_none());
+    let (name, zone): (String, String) =
+        sqlx::query_as("SELECT display_name, timezone FROM users WHERE id = $1")
+            .bind(id)
+            .fetch_one(app.state.db.write())
+            .await
+            .expect("row");
+    assert_eq!((name.as_str(), zone.as_str()), ("Resident", "UTC"));
     app.stop().await;
 }

@@ -136,9 +136,11 @@ async fn three_instances_behind_nginx_fail_no_get_while_one_is_killed_and_restar
     pool.close().await;
 
     let ports = [free_port(), free_port(), free_port()];
+    // Two writers submit far more than a learner's per-minute allowance.
     let settings = [
         ("TRUSTED_PROXIES", "127.0.0.1"),
         ("DB_POOL_MAX_CONNECTIONS", "5"),
+        ("RATE_LIMIT_ATTEMPTS_USER", "1000000/1m"),
     ];
     let mut instances = Vec::new();
     for port in ports {
@@ -403,5 +405,56 @@ async fn nginx_forwards_the_request_id_and_answers_its_own_refusals_with_problem
     assert!(down.headers().contains_key("retry-after"));
     let problem: serde_json::Value = down.json().await.expect("problem JSON");
     assert_eq!(problem["status"], 503);
+    nginx.stop().await;
+}
+
+#[tokio::test]
+async fn behind_nginx_per_ip_limits_count_each_client_address_not_nginxs() {
+    let db = services().create_database().await;
+    let port = free_port();
+    // nginx connects from 127.0.0.1 (as compose's nginx from its fixed
+    // address): the instance trusts its X-Forwarded-For and nobody else's.
+    let settings = [
+        ("TRUSTED_PROXIES", "127.0.0.1"),
+        ("RATE_LIMIT_LOGIN_IP", "3/1h"),
+        ("RATE_LIMIT_LOGIN_ACCOUNT", "100000/1m"),
+    ];
+    let _instance = BinaryServer::start(&db, port, &settings).await;
+    let nginx = Nginx::start(&[port]).await;
+    // Two clients on two loopback addresses (all of 127/8 is local on Linux).
+    let client_from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    };
+    let (first, second) = (client_from([127, 0, 0, 2]), client_from([127, 0, 0, 3]));
+    let login = |client: &reqwest::Client, n: usize, forwarded: Option<&str>| {
+        let mut request = client
+            .post(nginx.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({
+                "email": format!("nobody-{n}@example.com"),
+                "password": "not the password",
+            }));
+        if let Some(claimed) = forwarded {
+            request = request.header("x-forwarded-for", claimed);
+        }
+        async move { request.send().await.expect("sent").status().as_u16() }
+    };
+    // The first client spends its address's three logins...
+    for n in 0..3 {
+        assert_eq!(login(&first, n, None).await, 401);
+    }
+    assert_eq!(login(&first, 3, None).await, 429, "its own bucket is empty");
+    // ...and cannot start over by claiming another address: nginx appends the
+    // real one, and only what nginx saw is believed.
+    assert_eq!(login(&first, 4, Some("198.51.100.7")).await, 429);
+    // The second client has a bucket of its own.
+    assert_eq!(
+        login(&second, 5, None).await,
+        401,
+        "another address, another bucket"
+    );
     nginx.stop().await;
 }

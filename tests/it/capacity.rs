@@ -101,13 +101,7 @@ async fn some_activity(app: &TestApp) -> Vec<String> {
 async fn admin_stats_count_what_was_written_and_only_admins_read_them() {
     let app = TestApp::start().await;
     let learners = some_activity(&app).await;
-    let admin = app
-        .state
-        .auth
-        .jwt
-        .issue(Uuid::now_v7(), "admin")
-        .expect("token")
-        .token;
+    let admin = app.users_with_role(1, "admin").await.remove(0).1;
 
     let (status, body) = get(&app, "/api/v1/admin/stats", None).await;
     assert_eq!(status, 401, "{body}");
@@ -130,7 +124,7 @@ async fn admin_stats_count_what_was_written_and_only_admins_read_them() {
         "per-caller data is never shared by a cache"
     );
     let stats: Value = response.json().await.expect("json");
-    assert_eq!(stats["users"], 3);
+    assert_eq!(stats["users"], 4, "three learners and the admin");
     assert_eq!(
         stats["active_today"], 2,
         "the dormant account never signed in"

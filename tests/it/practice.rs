@@ -873,8 +873,74 @@ async fn the_leaderboard_ranks_xp_and_is_rebuilt_from_postgres_when_redis_loses_
         .await
         .expect("del");
     let after = leaderboard(&app, &ben, "all_time").await;
-    assert_eq!(after, before, "rebuilt from Postgres");
+    assert_eq!(after, before, "served from Postgres meanwhile");
     assert_eq!(leaderboard(&app, &ana, "weekly").await, weekly);
+    // The reads started rebuilds in the background; the boards come back.
+    let ben_xp = before["items"][1]["xp"].as_i64();
+    let ben_user = before["items"][1]["user_id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while redis_score(&app, "all", &ben_user).await != ben_xp
+        || redis_score(&app, &this_week(), &ben_user).await != ben_xp
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the boards were not rebuilt in Redis"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(leaderboard(&app, &ben, "all_time").await, before);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_rebuild_loads_every_learner_in_batches() {
+    use refbackend::leaderboard::{Period, REBUILD_BATCH};
+
+    let app = app().await;
+    // More learners than two batches, with XP, and some without.
+    let learners = 2 * REBUILD_BATCH + 123;
+    sqlx::query(
+        "WITH new AS (
+            INSERT INTO users (id, email, password_hash, display_name)
+            SELECT gen_random_uuid(), 'bulk-' || n || '@example.com', 'x', 'Bulk'
+              FROM generate_series(1, $1 + 50) AS n
+            RETURNING id, email)
+         INSERT INTO user_progress (user_id, xp)
+         SELECT id, CASE WHEN n <= $1 THEN n ELSE 0 END
+           FROM new, LATERAL (SELECT substring(email FROM '[0-9]+')::int8 AS n) AS x",
+    )
+    .bind(learners)
+    .execute(app.state.db.write())
+    .await
+    .expect("learners");
+    let built = app
+        .state
+        .leaderboard
+        .rebuild_now(&[app.state.db.write().clone()], Period::AllTime)
+        .await
+        .expect("rebuild");
+    assert!(built, "the board is ready");
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let (size, best): (i64, Vec<(String, f64)>) = redis::pipe()
+        .cmd("ZCARD")
+        .arg(format!("{}:lb:all", app.db.name))
+        .cmd("ZREVRANGE")
+        .arg(format!("{}:lb:all", app.db.name))
+        .arg(0)
+        .arg(0)
+        .arg("WITHSCORES")
+        .query_async(&mut redis)
+        .await
+        .expect("board");
+    assert_eq!(size, learners, "every learner with XP, once");
+    assert_eq!(best[0].1 as i64, learners);
     app.stop().await;
 }
 
@@ -1069,7 +1135,7 @@ async fn an_attempt_racing_a_rebuild_keeps_its_xp_on_the_board() {
     };
     lose_the_board(&mut redis).await;
     other
-        .read(&rebuild_pool, Period::Weekly, user_id, 10)
+        .rebuild_now(std::slice::from_ref(&rebuild_pool), Period::Weekly)
         .await
         .expect("warm-up rebuild");
 
@@ -1119,9 +1185,9 @@ async fn an_attempt_racing_a_rebuild_keeps_its_xp_on_the_board() {
         .expect("table lock");
     let rebuilding = tokio::spawn(async move {
         other
-            .read(&rebuild_pool, Period::Weekly, user_id, 10)
+            .rebuild_now(std::slice::from_ref(&rebuild_pool), Period::Weekly)
             .await
-            .expect("read")
+            .expect("rebuild")
     });
     wait_until(
         &watch,
@@ -1374,4 +1440,237 @@ async fn the_partitions_command_lists_and_creates_partitions_and_reports_strays(
     assert!(err.contains("frobnicate"), "{err}");
     let (code, _, err) = partitions_cli(&db, &["ensure", "--ahead", "-1"]).await;
     assert_eq!(code, Some(2), "{err}");
+}
+
+/// Moves a learner's card for exercise `id` so that it is due, and its answer
+/// was revealed `revealed_minutes_ago` (None: never): time passing, without
+/// waiting for it.
+async fn age_card(app: &TestApp, user: &str, id: i64, revealed_minutes_ago: Option<i64>) {
+    sqlx::query(
+        "UPDATE review_cards
+            SET due = now() - interval '1 second',
+                revealed_at = now() - make_interval(mins => $3::int)
+          WHERE user_id = $1 AND exercise_id = $2",
+    )
+    .bind(uuid::Uuid::parse_str(user).expect("uuid"))
+    .bind(id)
+    .bind(revealed_minutes_ago.map(|m| i32::try_from(m).expect("minutes")))
+    .execute(app.state.db.write())
+    .await
+    .expect("age the card");
+}
+
+#[tokio::test]
+async fn answering_again_before_the_item_is_due_or_right_after_its_reveal_earns_no_xp() {
+    let app = app().await;
+    let (user, token) = app.register_member("farmer@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 5).await;
+    let right = json!({"answer": answer});
+
+    let (status, first, _) = attempt(&app, &token, id, right.clone(), None).await;
+    assert_eq!(status, 201, "{first}");
+    let full = first["xp_earned"].as_i64().expect("xp");
+    assert!(full > 1, "{first}");
+    assert_eq!(first["xp_withheld"], Value::Null);
+
+    // The same right answer, again and again: recorded, but no XP.
+    for _ in 0..3 {
+        let (status, again, _) = attempt(&app, &token, id, right.clone(), None).await;
+        assert_eq!(status, 201, "{again}");
+        assert_eq!(again["xp_earned"], 0, "{again}");
+        assert_eq!(again["xp_withheld"], "not_due");
+        assert_eq!(again["total_xp"], first["total_xp"]);
+    }
+
+    // A wrong answer once it is due shows the accepted forms (and earns the
+    // effort point); typing them back right away earns nothing, even when the
+    // card is due again.
+    age_card(&app, &user, id, None).await;
+    let (status, wrong, _) = attempt(&app, &token, id, json!({"answer": "zzzz"}), None).await;
+    assert_eq!(status, 201, "{wrong}");
+    assert_eq!(wrong["xp_earned"], 1, "{wrong}");
+    assert!(
+        wrong["accepted"]
+            .as_array()
+            .expect("accepted")
+            .contains(&json!(answer))
+    );
+    age_card(&app, &user, id, Some(1)).await;
+    let (_, copied, _) = attempt(&app, &token, id, right.clone(), None).await;
+    assert_eq!(copied["xp_earned"], 0, "{copied}");
+    assert_eq!(copied["xp_withheld"], "answer_just_revealed");
+
+    // Once the reveal is old and the card is due, recall earns again.
+    age_card(&app, &user, id, Some(11)).await;
+    let (_, recalled, _) = attempt(&app, &token, id, right, None).await;
+    assert_eq!(recalled["xp_earned"].as_i64(), Some(full), "{recalled}");
+
+    // Progress is the history's sum, whatever was withheld.
+    let (_, progress) = get_auth(&app, &token, "/api/v1/users/me/progress").await;
+    assert_eq!(progress["attempts"], 7);
+    assert_eq!(progress["xp"].as_i64(), Some(2 * full + 1), "{progress}");
+    let history_xp = count(
+        &app,
+        "SELECT coalesce(sum(xp), 0)::int8 FROM attempts WHERE user_id = $1",
+        &user,
+    )
+    .await;
+    assert_eq!(history_xp, 2 * full + 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn attempts_past_the_per_user_limit_get_429_and_record_nothing_but_replays_still_answer() {
+    let app = TestApp::builder()
+        .without_replica()
+        .unseeded()
+        .env("RATE_LIMIT_ATTEMPTS_USER", "3/1h")
+        .start()
+        .await;
+    let (user, token) = app.register_member("quick@example.com").await;
+    for offset in 0..3 {
+        let (id, answer) = exercise(&app, "conjugation", offset).await;
+        let key = format!("limit-key-{offset}");
+        let (status, body, _) =
+            attempt(&app, &token, id, json!({"answer": answer}), Some(&key)).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (id, answer) = exercise(&app, "conjugation", 3).await;
+    let response = app
+        .client
+        .post(app.url(&format!("/api/v1/exercises/{id}/attempts")))
+        .bearer_auth(&token)
+        .json(&json!({"answer": answer}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 429);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    assert!(response.headers().contains_key("retry-after"));
+    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+
+    // A retry of a recorded attempt is not a new attempt: it is replayed.
+    let (first_id, first_answer) = exercise(&app, "conjugation", 0).await;
+    let (status, replay, headers) = attempt(
+        &app,
+        &token,
+        first_id,
+        json!({"answer": first_answer}),
+        Some("limit-key-0"),
+    )
+    .await;
+    assert_eq!(status, 201, "{replay}");
+    assert!(headers.contains_key("idempotent-replayed"));
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM attempts WHERE user_id = $1",
+            &user
+        )
+        .await,
+        3
+    );
+
+    // The limit is the learner's own: another learner answers freely.
+    let (_, other) = app.register_member("other-learner@example.com").await;
+    let (status, body, _) = attempt(&app, &other, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_keys_vanish_midway_does_not_publish_an_empty_board() {
+    use refbackend::leaderboard::Period;
+
+    let app = app().await;
+    let (user, token) = app.register_member("vanish@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let pattern = format!("{}:lb:*", app.db.name);
+    let forget = async |redis: &mut redis::aio::MultiplexedConnection| {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(redis)
+            .await
+            .expect("keys");
+        if !keys.is_empty() {
+            let _: () = redis::cmd("DEL")
+                .arg(&keys)
+                .query_async(redis)
+                .await
+                .expect("del");
+        }
+    };
+    forget(&mut redis).await;
+
+    // The rebuild reads two databases: it loads this one into its temporary
+    // key, then waits for the second (an empty one, whose only connection the
+    // test holds). Meanwhile Redis loses every key of the boards (a flush, an
+    // eviction, a failover).
+    let empty = self::app().await;
+    let second = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&empty.db.primary_url)
+        .await
+        .expect("pool");
+    let held = second.acquire().await.expect("hold the connection");
+    let watch = app.state.db.write().clone();
+    let rebuilding = tokio::spawn({
+        let leaderboard = app.state.leaderboard.clone();
+        let pools = [watch.clone(), second.clone()];
+        async move {
+            leaderboard
+                .rebuild_now(&pools, Period::Weekly)
+                .await
+                .expect("rebuild")
+        }
+    });
+    let loaded = format!("{}:lb:{}:tmp*", app.db.name, this_week());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&loaded)
+            .query_async(&mut redis)
+            .await
+            .expect("keys");
+        if !keys.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "nothing loaded");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    forget(&mut redis).await;
+    drop(held);
+    assert!(
+        !rebuilding.await.expect("rebuild task"),
+        "a rebuild that lost its lock is not published"
+    );
+    let ready: bool = redis::cmd("EXISTS")
+        .arg(format!("{}:lb:{}:ready", app.db.name, this_week()))
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+    assert!(!ready, "the board is not marked ready");
+    // Readers get the truth meanwhile, and a later rebuild publishes it.
+    let weekly = leaderboard(&app, &token, "weekly").await;
+    assert_eq!(weekly["me"]["rank"], 1, "{weekly}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while redis_score(&app, &this_week(), &user).await.is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the board was not rebuilt"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    empty.stop().await;
+    app.stop().await;
 }

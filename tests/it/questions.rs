@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::support::TestApp;
+use crate::support::{TestApp, send};
 
 async fn app() -> TestApp {
     TestApp::builder()
@@ -36,22 +36,6 @@ async fn audit_row(app: &TestApp, question: &str) -> (Uuid, String, Option<Uuid>
     .fetch_one(app.state.db.write())
     .await
     .expect("one audit row")
-}
-
-async fn send(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn ask(app: &TestApp, token: &str, city: i64, body: &str) -> Value {
@@ -572,6 +556,11 @@ async fn enough_distinct_flags_hide_a_question_until_a_moderator_approves_it() {
             if i < 2 { "visible" } else { "hidden" },
             "{body}"
         );
+        if i == 0 {
+            let (status, _) =
+                send(&app, reqwest::Method::POST, &flags, token, Some(json!({}))).await;
+            assert_eq!(status, 409, "one flag per user");
+        }
     }
     let (status, _) = send(
         &app,
@@ -581,7 +570,10 @@ async fn enough_distinct_flags_hide_a_question_until_a_moderator_approves_it() {
         Some(json!({})),
     )
     .await;
-    assert_eq!(status, 409, "one flag per user");
+    assert_eq!(
+        status, 404,
+        "to residents, a hidden question does not exist"
+    );
     let (_, page) = app.get_json("/api/v1/cities/7/questions?sort=new").await;
     assert_eq!(page["items"], json!([]), "hidden questions are not listed");
 
@@ -634,6 +626,17 @@ async fn merging_a_duplicate_moves_votes_without_double_counting() {
     vote(&app, a, &target, 1).await;
     vote(&app, b, &source, 1).await; // b only on the source: moves
     vote(&app, c, &target, -1).await; // c only on the target: stays
+
+    // Only a merge takes a target, and a merge needs one: the body's shape
+    // (a oneOf tagged by `action` in the document), checked before anything.
+    for wrong in [
+        json!({"action": "merge"}),
+        json!({"action": "approve", "target_id": target}),
+        json!({"action": "merge", "target_id": source}),
+    ] {
+        let (status, problem) = moderate(&app, &moderator[0].1, &source, wrong.clone()).await;
+        assert_eq!(status, 422, "{wrong}: {problem}");
+    }
 
     let (status, body) = moderate(
         &app,
@@ -894,6 +897,46 @@ async fn a_retried_question_with_reject_duplicates_replays_its_201_and_is_stored
         .await
         .expect("count");
     assert_eq!(stored, 2, "one question per Idempotency-Key");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn one_question_posted_by_eight_residents_at_once_refusing_duplicates_is_stored_once() {
+    let app = app().await;
+    let users = members(&app, 8).await;
+    let body = "Will the library on Congress Avenue open on Sundays next year?";
+    let posts = users.iter().map(|(_, token)| {
+        send(
+            &app,
+            reqwest::Method::POST,
+            "/api/v1/cities/12/questions",
+            token,
+            Some(json!({"body": body, "reject_duplicates": true})),
+        )
+    });
+    let results = futures_util::future::join_all(posts).await;
+    let mut statuses: Vec<u16> = results.iter().map(|(status, _)| *status).collect();
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [201, 409, 409, 409, 409, 409, 409, 409],
+        "{results:?}"
+    );
+    let created = results
+        .iter()
+        .find(|(status, _)| *status == 201)
+        .map(|(_, body)| body["question"]["id"].clone())
+        .expect("one created");
+    for (status, problem) in &results {
+        if *status == 409 {
+            assert_eq!(problem["similar"][0]["id"], created, "{problem}");
+        }
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM questions WHERE city_id = 12")
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+    assert_eq!(stored, 1);
     app.stop().await;
 }
 
@@ -1392,6 +1435,16 @@ async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
     .await;
     let id = created["question"]["id"].as_str().expect("id").to_owned();
     vote(&app, &users[1].1, &id, 1).await;
+    let candidate = &with_role(&app, 1, "candidate").await[0];
+    let (status, answer) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/questions/{id}/answers"),
+        &candidate.1,
+        Some(json!({"body": "Please do not buy these."})),
+    )
+    .await;
+    assert_eq!(status, 201, "{answer}");
     let (_, page) = app.get_json("/api/v1/cities/17/questions?sort=new").await;
     assert_eq!(
         page["items"][0]["id"],
@@ -1428,7 +1481,9 @@ async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
         app.get(&format!("/api/v1/questions/{id}")).await.status(),
         404
     );
-    let (status, _) = send(
+    // Writes answer as reads do: to a resident the question does not exist,
+    // and nothing names its status.
+    let (status, problem) = send(
         &app,
         reqwest::Method::PUT,
         &format!("/api/v1/questions/{id}/vote"),
@@ -1436,7 +1491,55 @@ async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
         Some(json!({"value": 1})),
     )
     .await;
-    assert_eq!(status, 409, "a removed question takes no votes");
+    assert_eq!(status, 404, "a removed question takes no votes: {problem}");
+    assert!(!problem.to_string().contains("removed"), "{problem}");
+    let (status, problem) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/questions/{id}/flags"),
+        &users[1].1,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 404, "{problem}");
+    for method in [reqwest::Method::POST, reqwest::Method::PUT] {
+        let path = if method == reqwest::Method::POST {
+            format!("/api/v1/questions/{id}/answers")
+        } else {
+            format!("/api/v1/questions/{id}/answers/mine")
+        };
+        let (status, problem) = send(
+            &app,
+            method,
+            &path,
+            &candidate.1,
+            Some(json!({"body": "An edit after the removal."})),
+        )
+        .await;
+        assert_eq!(status, 404, "{path}: {problem}");
+    }
+    let revision: i32 = sqlx::query_scalar("SELECT revision FROM answers WHERE candidate_id = $1")
+        .bind(candidate.0)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("answer");
+    assert_eq!(revision, 1, "the answer was not edited");
+    // A moderator, who can read it, is told why.
+    let (status, problem) = send(
+        &app,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{id}/vote"),
+        &moderator.1,
+        Some(json!({"value": 1})),
+    )
+    .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("removed")
+    );
 
     let (moderator_id, action, target_id, reason) = audit_row(&app, &id).await;
     assert_eq!(
@@ -1731,5 +1834,112 @@ async fn hot_weighs_votes_against_age_and_popular_ranks_every_city_by_it() {
         .map(|q| q["city_id"].as_i64().expect("city"))
         .collect();
     assert_eq!(cities, HashSet::from([19, 20]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn similar_searches_are_public_cached_see_new_questions_and_are_limited_per_address() {
+    let app = TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_SIMILAR_IP", "3/1h")
+        .start()
+        .await;
+    let users = members(&app, 1).await;
+    let path = "/api/v1/questions/similar?city_id=9&q=Library%20opening%20hours%20on%20Sundays";
+    let first = app.get(path).await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.headers()["cache-control"],
+        "public, max-age=5, stale-while-revalidate=10"
+    );
+    let etag = first.headers()["etag"].clone();
+    let page: Value = first.json().await.expect("json");
+    assert_eq!(page["items"], json!([]), "{page}");
+
+    // Another casing of the same text is the same entry: a 304 for its ETag.
+    let revalidated =
+        app.client
+            .get(app.url(
+                "/api/v1/questions/similar?city_id=9&q=LIBRARY%20opening%20HOURS%20on%20sundays",
+            ))
+            .header("if-none-match", etag)
+            .send()
+            .await
+            .expect("request");
+    assert_eq!(revalidated.status(), 304);
+
+    // A new question invalidates the cached search at once.
+    ask(
+        &app,
+        &users[0].1,
+        9,
+        "Could the library keep its opening hours on Sundays all year?",
+    )
+    .await;
+    let (status, page) = app.get_json(path).await;
+    assert_eq!(status, 200);
+    assert!(
+        page["items"][0]["body"]
+            .as_str()
+            .is_some_and(|b| b.contains("Sundays")),
+        "{page}"
+    );
+
+    // Those were this address's three searches (cached or not).
+    let refused = app.get(path).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.expect("problem");
+    assert_eq!(problem["status"], 429, "{problem}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_new_display_name_shows_at_once_on_cached_question_pages() {
+    let app = app().await;
+    let (_, token) = app.register_member("renamer@example.com").await;
+    let created = ask(
+        &app,
+        &token,
+        12,
+        "When will the river trail bridge reopen to cyclists?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let lists = [
+        "/api/v1/cities/12/questions?sort=new".to_owned(),
+        "/api/v1/questions/popular".to_owned(),
+        format!("/api/v1/questions/{id}"),
+    ];
+    // Every page is warm in the caches with the old name.
+    for path in &lists {
+        let (status, page) = app.get_json(path).await;
+        assert_eq!(status, 200, "{path}: {page}");
+        assert!(
+            page.to_string().contains("\"author_name\":\"Learner\""),
+            "{path}: {page}"
+        );
+    }
+    let (status, me) = send(
+        &app,
+        reqwest::Method::PATCH,
+        "/api/v1/users/me",
+        &token,
+        Some(json!({"display_name": "River Rider"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    for path in &lists {
+        let (_, page) = app.get_json(path).await;
+        let text = page.to_string();
+        assert!(
+            text.contains("\"author_name\":\"River Rider\""),
+            "{path}: {page}"
+        );
+        assert!(
+            !text.contains("\"author_name\":\"Learner\""),
+            "{path}: {page}"
+        );
+    }
     app.stop().await;
 }

@@ -340,11 +340,31 @@ pub async fn wait_for_catch_up(primary_url: &str, replica_url: &str) {
 }
 
 /// A free TCP port on 127.0.0.1 (bound then released: good enough for tests).
+/// Sends `method path` as the holder of `token`, with an optional JSON body:
+/// (status, the JSON body or null).
+pub async fn send(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = app.client.request(method, app.url(path)).bearer_auth(token);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A free port, from the harness's registry, so that no port is handed both
+/// to a test's server and to one of the harness's Postgres nodes.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    crate::services::reserve_port()
 }
 
 /// The real `refbackend serve` binary as a child process (killed when dropped).

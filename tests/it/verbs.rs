@@ -184,3 +184,66 @@ async fn the_lexicon_pages_through_every_verb_once_in_order() {
     assert_eq!(status, 400, "unknown parameters are refused");
     app.stop().await;
 }
+
+/// The `pattern` the OpenAPI document gives a parameter of one operation.
+fn published_pattern(doc: &serde_json::Value, path: &str, name: &str) -> regex::Regex {
+    let parameters = doc["paths"][path]["get"]["parameters"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{path} has parameters"));
+    let schema = &parameters
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("{path} has {name}"))["schema"];
+    regex::Regex::new(schema["pattern"].as_str().expect("a pattern")).expect("a valid pattern")
+}
+
+#[test]
+fn every_infinitive_the_documents_pattern_admits_is_accepted_and_every_lexicon_verb_is_admitted() {
+    use refbackend::spanish::{lexicon, validate_infinitive};
+
+    let (_, doc) = refbackend::app::api_router().split_for_parts();
+    let doc = serde_json::to_value(&doc).expect("document");
+    let patterns = [
+        published_pattern(
+            &doc,
+            "/api/v1/verbs/{infinitive}/conjugations",
+            "infinitive",
+        ),
+        published_pattern(&doc, "/api/v1/exercises", "verb"),
+    ];
+    // Every word of up to 5 letters over an alphabet with the endings, the
+    // accents and the letters the rules single out: whatever the pattern
+    // admits (within the 30-letter bound), the server must accept as it is.
+    let alphabet: Vec<char> = "aeioíáóúürdsvñ".chars().collect();
+    let mut words = vec![String::new()];
+    let mut admitted = 0;
+    for _ in 0..5 {
+        words = words
+            .iter()
+            .flat_map(|w| alphabet.iter().map(move |c| format!("{w}{c}")))
+            .collect();
+        for word in &words {
+            for pattern in &patterns {
+                if pattern.is_match(word) {
+                    admitted += 1;
+                    assert_eq!(
+                        validate_infinitive(word).as_deref(),
+                        Ok(word.as_str()),
+                        "{word} matches {pattern} but the server refuses it"
+                    );
+                }
+            }
+        }
+    }
+    assert!(admitted > 1_000, "{admitted}");
+    // And the pattern is not so strict that real verbs are out of the schema.
+    for entry in lexicon::entries() {
+        for pattern in &patterns {
+            assert!(
+                pattern.is_match(entry.infinitive),
+                "{} is refused by {pattern}",
+                entry.infinitive
+            );
+        }
+    }
+}

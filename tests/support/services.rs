@@ -199,24 +199,7 @@ impl Services {
     /// [`Self::create_database_on`], then replicas with [`Self::dedicated_replica_of`].
     /// Stopped and deleted when dropped.
     pub async fn dedicated_primary(&self) -> PgNode {
-        let port = reserve_port();
-        let dir = self.root.join(format!("primary-{port}"));
-        let dir_for_init = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            pg_node([
-                "init-primary".as_ref(),
-                dir_for_init.as_os_str(),
-                port.to_string().as_ref(),
-            ])
-        })
-        .await
-        .expect("dedicated primary task")
-        .unwrap_or_else(|e| panic!("starting a dedicated primary on port {port}: {e:#}"));
-        PgNode {
-            port,
-            dir,
-            remove_on_drop: true,
-        }
+        self.dedicated_node("primary", None).await
     }
 
     /// A fresh database on `node` (a dedicated primary), migrated; the exercise
@@ -249,26 +232,55 @@ impl Services {
     /// A streaming replica of `primary` for one test only. Stopped and deleted
     /// when dropped.
     pub async fn dedicated_replica_of(&self, primary: &PgNode) -> PgNode {
-        let port = reserve_port();
-        let dir = self.root.join(format!("replica-{port}"));
-        let primary_port = primary.port;
-        let dir_for_init = dir.clone();
-        tokio::task::spawn_blocking(move || {
-            pg_node([
-                "init-replica".as_ref(),
-                dir_for_init.as_os_str(),
-                port.to_string().as_ref(),
-                primary_port.to_string().as_ref(),
-            ])
-        })
-        .await
-        .expect("dedicated replica task")
-        .unwrap_or_else(|e| panic!("starting a dedicated replica on port {port}: {e:#}"));
-        PgNode {
-            port,
-            dir,
-            remove_on_drop: true,
+        self.dedicated_node("replica", Some(primary.port)).await
+    }
+
+    /// `scripts/pg-node init-primary|init-replica` on a free port. The port
+    /// is free when chosen, but any process on the machine (an outgoing
+    /// connection's ephemeral port included) can take it before the server
+    /// binds it: then the node is tried again on another port.
+    async fn dedicated_node(&self, kind: &'static str, primary_port: Option<u16>) -> PgNode {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = reserve_port();
+            let dir = self.root.join(format!("{kind}-{port}"));
+            let dir_for_init = dir.clone();
+            let started = tokio::task::spawn_blocking(move || {
+                let port = port.to_string();
+                match primary_port {
+                    None => pg_node([
+                        "init-primary".as_ref(),
+                        dir_for_init.as_os_str(),
+                        port.as_ref(),
+                    ]),
+                    Some(primary) => pg_node([
+                        "init-replica".as_ref(),
+                        dir_for_init.as_os_str(),
+                        port.as_ref(),
+                        primary.to_string().as_ref(),
+                    ]),
+                }
+            })
+            .await
+            .expect("dedicated node task");
+            match started {
+                Ok(_) => {
+                    return PgNode {
+                        port,
+                        dir,
+                        remove_on_drop: true,
+                    };
+                }
+                Err(e) => {
+                    last_error = format!("{e:#}");
+                    if !last_error.contains("Address already in use") {
+                        break;
+                    }
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
         }
+        panic!("starting a dedicated {kind}: {last_error}");
     }
 
     /// A Redis of its own for one test (for tests that kill and restart it; the
@@ -562,7 +574,7 @@ fn reserved_ports() -> &'static Mutex<HashSet<u16>> {
 }
 
 /// A port that is free on 127.0.0.1 now (the OS picks it) and not handed out before.
-fn reserve_port() -> u16 {
+pub fn reserve_port() -> u16 {
     loop {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .expect("bind 127.0.0.1:0 to find a free port");
