@@ -147,6 +147,11 @@ impl AppError {
                 "A value cannot be stored: a character such as U+0000, or a date out of range."
                     .into(),
             ),
+            Self::Database(e) if is_account_gone(e) => (
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "This account no longer exists.".into(),
+            ),
             Self::Database(_) | Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -193,6 +198,25 @@ pub fn is_bad_text(e: &sqlx::Error) -> bool {
     e.as_database_error()
         .and_then(|db| db.code())
         .is_some_and(|code| matches!(code.as_ref(), "22021" | "22P05" | "22008"))
+}
+
+/// A write that refers to an account deleted while it ran (23503 on a
+/// reference to `users`): the account check passed before the deletion, and
+/// the deletion's lock on the account row made this write wait, then fail.
+pub fn is_account_gone(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|db| {
+        db.code().is_some_and(|code| code == "23503")
+            && db.constraint().is_some_and(|name| {
+                [
+                    "_user_id_fkey",
+                    "_author_id_fkey",
+                    "_candidate_id_fkey",
+                    "_moderator_id_fkey",
+                ]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
+            })
+    })
 }
 
 /// Builds a problem response. Used by [`AppError`] and by the middleware that

@@ -293,6 +293,33 @@ impl Leaderboard {
         }
     }
 
+    /// Takes a deleted account off every board that may hold it: all time,
+    /// and the weeks still kept (a week's board lives 15 days).
+    pub async fn remove(&self, user: Uuid) {
+        if !self.redis.available() {
+            return;
+        }
+        let now = Utc::now();
+        let mut pipe = redis::pipe();
+        for at in [now, now - Duration::days(7), now - Duration::days(14)] {
+            for period in [Period::AllTime, Period::Weekly] {
+                pipe.cmd("ZREM")
+                    .arg(self.board(period, at).key)
+                    .arg(user.to_string())
+                    .ignore();
+            }
+        }
+        match pipe.query_async::<()>(&mut self.redis.connection()).await {
+            Ok(()) => self.redis.report_success(),
+            Err(e) => {
+                // Its entries are dropped from pages (no name to show) and
+                // vanish at the next rebuild.
+                tracing::warn!(error = %e, "could not take a deleted account off the leaderboards");
+                self.redis.report_failure(&e);
+            }
+        }
+    }
+
     /// The best `limit` entries and `user`'s own (rank from 1, xp), from Redis
     /// (rebuilt first if it lost the board) or, if Redis is unavailable, from
     /// Postgres. `pools` are the primaries of every database holding

@@ -14,6 +14,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod leaderboard;
+pub mod leagues;
 pub mod maintenance;
 pub mod metrics;
 pub mod monitor;

@@ -2,8 +2,10 @@
 //! cheap when there is nothing to do; partition creation is serialized by an
 //! advisory lock):
 //! - create the partitions of the current and next periods;
+//! - form the week's leagues after the Monday reset (`leagues::roll`);
 //! - report rows stuck in default partitions (`db_partition_default_rows`);
-//! - purge idempotency keys past their retention and expired refresh tokens.
+//! - purge idempotency keys past their retention, expired refresh tokens and
+//!   account deletion markers older than an hour.
 
 use std::time::Duration;
 
@@ -18,6 +20,10 @@ use crate::metrics::Metrics;
 pub async fn run_once(db: &Db, metrics: &Metrics) {
     for shard in db.per_user_dbs() {
         per_database(shard.name(), shard.write(), metrics).await;
+    }
+    // Weekly leagues, once per week (a no-op until the reset).
+    if let Err(e) = crate::leagues::roll(db, chrono::Utc::now()).await {
+        tracing::warn!(error = %e, "could not form this week's leagues");
     }
     let pool = db.write();
     match sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
@@ -70,6 +76,21 @@ async fn per_database(shard: &str, pool: &PgPool, metrics: &Metrics) {
                 tracing::warn!(shard, table = spec.table, error = %e, "could not count default-partition rows")
             }
         }
+    }
+    // Deletion markers outlive any request that saw the account alive.
+    match sqlx::query("DELETE FROM erased_users WHERE erased_at < now() - interval '1 hour'")
+        .execute(pool)
+        .await
+    {
+        Ok(done) if done.rows_affected() > 0 => {
+            tracing::info!(
+                shard,
+                deleted = done.rows_affected(),
+                "purged account deletion markers"
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(shard, error = %e, "could not purge account deletion markers"),
     }
     match crate::http::idempotency::purge_expired(pool).await {
         Ok(n) if n > 0 => tracing::info!(deleted = n, "purged expired idempotency keys"),

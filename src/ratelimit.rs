@@ -214,7 +214,13 @@ impl RateLimiter {
     pub async fn check(&self, name: &str, key: &str, quota: Quota) -> Decision {
         let redis_key = format!("{}rl:{name}:{key}", self.prefix);
         let (decision, backend) = match self.check_redis(&redis_key, quota).await {
-            Some(decision) => (decision, "redis"),
+            Some(decision) => {
+                // The local store counts along, so that a Redis failure
+                // mid-window does not hand this instance's clients a fresh
+                // quota: the fallback goes on from what it saw.
+                self.local.check(&redis_key, quota);
+                (decision, "redis")
+            }
             None => (self.local.check(&redis_key, quota), "local"),
         };
         let result = if decision.allowed {

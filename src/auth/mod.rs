@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod client_ip;
+pub mod erase;
 mod extract;
 pub mod jwt;
 pub mod password;

@@ -23,7 +23,7 @@ use crate::ratelimit::{Decision, set_headers};
 /// A hashing failure as the client sees it: a saturated hasher is a 503 with
 /// `Retry-After` (load shedding, counted as `auth_events_total{event="hash_shed"}`);
 /// anything else is a bug or corrupt data.
-fn password_error(state: &AppState, error: PasswordError) -> AppError {
+pub(crate) fn password_error(state: &AppState, error: PasswordError) -> AppError {
     match error {
         PasswordError::Busy(_) => {
             state
@@ -133,7 +133,7 @@ fn no_store(mut response: Response) -> Response {
 }
 
 /// Refuses with 429 when `decision` is a refusal.
-fn enforce(decision: Decision) -> AppResult<Decision> {
+pub(crate) fn enforce(decision: Decision) -> AppResult<Decision> {
     if decision.allowed {
         Ok(decision)
     } else {
@@ -247,7 +247,7 @@ pub async fn register(
 }
 
 /// The rate-limit key for an account: a hash, so emails never sit in Redis.
-fn account_key(email: &str) -> String {
+pub(crate) fn account_key(email: &str) -> String {
     let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
     digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -58,6 +58,13 @@ pub struct ExportedWeek {
     pub xp: i64,
 }
 
+/// An achievement earned.
+#[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
+pub struct ExportedAchievement {
+    pub id: String,
+    pub earned_at: DateTime<Utc>,
+}
+
 /// One attempt, as recorded.
 #[derive(Debug, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ExportedAttempt {
@@ -84,6 +91,7 @@ pub struct Export {
     pub progress: Progress,
     pub review_cards: Vec<ExportedCard>,
     pub weekly_xp: Vec<ExportedWeek>,
+    pub achievements: Vec<ExportedAchievement>,
     pub attempts: Vec<ExportedAttempt>,
 }
 
@@ -96,10 +104,11 @@ struct Head<'a> {
     progress: &'a Progress,
     review_cards: &'a [ExportedCard],
     weekly_xp: &'a [ExportedWeek],
+    achievements: &'a [ExportedAchievement],
 }
 
 /// The caller's data: profile, practice settings, progress, review cards,
-/// weekly XP and every attempt (oldest first), as a JSON attachment.
+/// weekly XP, achievements and every attempt (oldest first), as a JSON attachment.
 /// Limited per learner (`RATE_LIMIT_EXPORTS_USER`).
 #[utoipa::path(get, path = "/users/me/export", tag = "practice",
     security(("bearer" = [])),
@@ -139,6 +148,13 @@ pub async fn export(State(state): State<AppState>, user: AuthUser) -> AppResult<
     .bind(user.id)
     .fetch_all(&pool)
     .await?;
+    let achievements = sqlx::query_as::<_, ExportedAchievement>(
+        "SELECT achievement AS id, earned_at FROM user_achievements
+          WHERE user_id = $1 ORDER BY earned_at, achievement",
+    )
+    .bind(user.id)
+    .fetch_all(&pool)
+    .await?;
     let head = serde_json::to_vec(&Head {
         exported_at: Utc::now(),
         profile: &UserProfile::from(profile),
@@ -146,6 +162,7 @@ pub async fn export(State(state): State<AppState>, user: AuthUser) -> AppResult<
         progress: &progress,
         review_cards: &review_cards,
         weekly_xp: &weekly_xp,
+        achievements: &achievements,
     })
     .map_err(|e| AppError::Internal(e.into()))?;
     // `{...head...}` becomes `{...head..., "attempts": [` + pages + `]}`.

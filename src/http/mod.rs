@@ -1,6 +1,7 @@
 //! HTTP layer: one module per resource, plus the shared middleware and extractors.
 //! Handlers stay thin: parse, authorize, call the data/domain layer, shape the response.
 
+pub mod achievements;
 pub mod admin;
 pub mod answers;
 pub mod auth;
@@ -45,6 +46,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(review_stats::router())
         .merge(settings::router())
         .merge(leeches::router())
+        .merge(achievements::router())
         .merge(export::router())
         .merge(leaderboard::router())
         .merge(questions::router())

@@ -30,6 +30,7 @@ use crate::http::idempotency::{self, Guard, IdempotencyKey, Outcome as Idempoten
 use crate::http::limits::spend_user_limit;
 use crate::http::pagination::bounded_int;
 use crate::leaderboard::{XpTotals, week_bounds};
+use crate::practice::achievements;
 use crate::practice::adaptive::{self, Dimension, RecentOutcomes, SkillRecord};
 use crate::practice::bank::ExerciseType;
 use crate::practice::scheduling::{self, CardState, Level, XpWithheld};
@@ -130,6 +131,9 @@ pub struct AttemptResult {
     /// The exercise is a leech: answered wrong 8 times, suspended from review
     /// until the learner brings it back (`GET /users/me/leeches`).
     pub leech: bool,
+    /// Achievements this attempt earned (usually none; see
+    /// `GET /users/me/achievements`).
+    pub achievements: Vec<achievements::Earned>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -343,6 +347,8 @@ struct Recorded {
 
 #[derive(sqlx::FromRow)]
 struct ProgressRow {
+    attempts: i32,
+    correct: i32,
     xp: i64,
     current_streak: i32,
     longest_streak: i32,
@@ -373,7 +379,7 @@ impl Recorded {
                 let fence: String = sqlx::query_scalar(
                     "WITH fence AS (SELECT shard_write_guard($2, $1) AS state),
                           progress AS (INSERT INTO user_progress (user_id)
-                                       SELECT $1 FROM fence WHERE state <> 'moved'
+                                       SELECT $1 FROM fence WHERE state IN ('owned', 'moving')
                                        ON CONFLICT DO NOTHING)
                      SELECT state FROM fence",
                 )
@@ -385,7 +391,8 @@ impl Recorded {
             }
         }
         let progress = sqlx::query_as::<_, ProgressRow>(
-            "SELECT p.xp, p.current_streak, p.longest_streak, p.last_active_day,
+            "SELECT p.attempts, p.correct, p.xp, p.current_streak, p.longest_streak,
+                    p.last_active_day,
                     p.recent_outcomes, p.recent_count,
                     (now() AT TIME ZONE $2)::date AS today, now() AS now
                FROM user_progress p
@@ -524,17 +531,28 @@ impl Recorded {
             dimensions.push(("trigger", trigger.key()));
         }
         let (names, keys): (Vec<&str>, Vec<&str>) = dimensions.into_iter().unzip();
-        sqlx::query(
-            "INSERT INTO user_skill_stats AS s (user_id, dimension, key, attempts, correct)
-             SELECT $1, d, k, 1, $4 FROM UNNEST($2::text[], $3::text[]) AS x(d, k)
-             ON CONFLICT (user_id, dimension, key) DO UPDATE
-                SET attempts = s.attempts + 1, correct = s.correct + EXCLUDED.correct",
+        // The updated skills come back, with (when a right answer on a
+        // trigger could complete the set) the other triggers' counts: what
+        // the achievements below are measured on, in the same round trip.
+        let with_triggers = verdict.counts_as_correct && self.trigger.is_some();
+        let after_skills = sqlx::query_as::<_, achievements::Skill>(
+            "WITH up AS (
+                 INSERT INTO user_skill_stats AS s (user_id, dimension, key, attempts, correct)
+                 SELECT $1, d, k, 1, $4 FROM UNNEST($2::text[], $3::text[]) AS x(d, k)
+                 ON CONFLICT (user_id, dimension, key) DO UPDATE
+                    SET attempts = s.attempts + 1, correct = s.correct + EXCLUDED.correct
+                 RETURNING s.dimension, s.key, s.attempts, s.correct)
+             SELECT dimension, key, attempts, correct FROM up
+             UNION ALL
+             SELECT dimension, key, attempts, correct FROM user_skill_stats
+              WHERE $5 AND user_id = $1 AND dimension = 'trigger' AND key <> ALL ($3::text[])",
         )
         .bind(self.user_id)
         .bind(&names)
         .bind(&keys)
         .bind(correct)
-        .execute(&mut *tx)
+        .bind(with_triggers)
+        .fetch_all(&mut *tx)
         .await?;
 
         // This week's XP (ISO week, UTC), for the weekly leaderboard.
@@ -550,6 +568,41 @@ impl Recorded {
         .await?;
 
         let total_xp = progress.xp + i64::from(xp);
+        let after = achievements::Totals {
+            attempts: i64::from(progress.attempts) + 1,
+            correct: i64::from(progress.correct) + i64::from(correct),
+            xp: total_xp,
+            longest_streak: i64::from(longest_streak),
+            skills: after_skills,
+        };
+        let before = achievements::Totals {
+            attempts: i64::from(progress.attempts),
+            correct: i64::from(progress.correct),
+            xp: progress.xp,
+            longest_streak: i64::from(progress.longest_streak),
+            // This attempt's skills, one attempt earlier.
+            skills: after
+                .skills
+                .iter()
+                .map(|s| {
+                    let this = names
+                        .iter()
+                        .zip(&keys)
+                        .any(|(d, k)| *d == s.dimension && *k == s.key);
+                    achievements::Skill {
+                        attempts: s.attempts - i32::from(this),
+                        correct: s.correct - if this { correct } else { 0 },
+                        ..s.clone()
+                    }
+                })
+                .collect(),
+        };
+        let crossed = achievements::crossed(&before, &after);
+        let achievements = if crossed.is_empty() {
+            Vec::new()
+        } else {
+            award_achievements(&mut *tx, self.user_id, &crossed, now).await?
+        };
         Ok(AttemptResult {
             attempt_id,
             exercise_id: self.exercise_id,
@@ -567,9 +620,37 @@ impl Recorded {
             current_streak,
             next_review_at: card.due,
             leech,
+            achievements,
             created_at: now,
         })
     }
+}
+
+/// Records `reached` for `user` (those not recorded already) and returns the
+/// ones this call recorded.
+pub async fn award_achievements(
+    tx: &mut PgConnection,
+    user: Uuid,
+    reached: &[&'static achievements::Achievement],
+    at: DateTime<Utc>,
+) -> AppResult<Vec<achievements::Earned>> {
+    let ids: Vec<&str> = reached.iter().map(|a| a.id).collect();
+    let recorded: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO user_achievements (user_id, achievement, earned_at)
+         SELECT $1, id, $3 FROM UNNEST($2::text[]) AS x(id)
+         ON CONFLICT DO NOTHING
+         RETURNING achievement",
+    )
+    .bind(user)
+    .bind(&ids)
+    .bind(at)
+    .fetch_all(&mut *tx)
+    .await?;
+    Ok(reached
+        .iter()
+        .filter(|a| recorded.iter().any(|r| r == a.id))
+        .map(|a| achievements::Earned::from(*a))
+        .collect())
 }
 
 fn outcome_key(outcome: Outcome) -> &'static str {

@@ -2,7 +2,7 @@
 //! endpoint that reads another user's private data by id.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -18,7 +18,7 @@ use crate::error::{AppError, AppResult, FieldError, Problem};
 use crate::http::extract::AppJson;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(get_me, update_me))
+    OpenApiRouter::new().routes(routes!(get_me, update_me, delete_me))
 }
 
 /// A user's own view of their account.
@@ -62,6 +62,16 @@ pub struct ProfileUpdate {
         example = "America/Chicago"
     )]
     pub timezone: Option<String>,
+}
+
+/// Confirms a deletion.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccount {
+    /// The account's current password: a stolen access token alone cannot
+    /// delete an account.
+    #[schema(min_length = 1, max_length = 1024)]
+    pub password: String,
 }
 
 fn private(mut response: Response) -> Response {
@@ -167,6 +177,79 @@ pub async fn update_me(
         super::questions::after_write(&state, user.id).await;
     }
     Ok(private(AppJson(UserProfile::from(row)).into_response()))
+}
+
+/// Deletes the caller's account and every row of it: progress, history,
+/// cards, achievements, settings, sessions, votes and flags (taken off the
+/// questions' counts) and a candidate's answers. Questions the caller asked
+/// stay, shown as asked by "Deleted user". Requires the current password
+/// (attempts count against the sign-in limits). Cannot be undone; export
+/// first (`GET /users/me/export`).
+#[utoipa::path(delete, path = "/users/me", tag = "users",
+    security(("bearer" = [])),
+    request_body = DeleteAccount,
+    responses(
+        (status = 204, description = "Deleted; every token of the account stops working"),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many wrong passwords", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Database unavailable, or the account's data is moving; retry", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(request): AppJson<DeleteAccount>,
+) -> AppResult<Response> {
+    if request.password.is_empty() || request.password.chars().count() > 1024 {
+        return Err(AppError::validation(
+            "password",
+            "must be the account's password",
+        ));
+    }
+    let row = store::find_by_id(state.db.write(), user.id)
+        .await?
+        .filter(|u| u.is_active)
+        .ok_or_else(gone)?;
+    let auth = &state.auth;
+    super::auth::enforce(
+        auth.limiter
+            .check(
+                "login-account",
+                &super::auth::account_key(&row.email),
+                auth.settings.login_per_account,
+            )
+            .await,
+    )?;
+    let valid = auth
+        .passwords
+        .verify(&request.password, Some(&row.password_hash))
+        .await
+        .map_err(|e| super::auth::password_error(&state, e))?;
+    if !valid {
+        return Err(AppError::Forbidden(
+            "The password does not match; the account was not deleted.".into(),
+        ));
+    }
+    let erased = crate::auth::erase::erase(&state, user.id)
+        .await?
+        .ok_or_else(gone)?;
+    tracing::info!(
+        user = %user.id,
+        votes = erased.votes,
+        flags = erased.flags,
+        questions = erased.questions,
+        answers = erased.answers,
+        "account deleted"
+    );
+    state
+        .metrics
+        .auth_events_total
+        .with_label_values(&["account_deleted"])
+        .inc();
+    Ok(private(StatusCode::NO_CONTENT.into_response()))
 }
 
 /// The shape of an IANA zone name (the schema's pattern), checked before the

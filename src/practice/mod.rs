@@ -4,6 +4,7 @@
 //! accuracy, weakest skills). Answer checking lives in
 //! [`crate::spanish::checker`].
 
+pub mod achievements;
 pub mod adaptive;
 pub mod bank;
 pub mod frames;

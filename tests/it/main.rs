@@ -10,6 +10,8 @@ mod chaos_proxy;
 
 mod support;
 
+mod account_deletion;
+mod achievements;
 mod auth;
 mod backup;
 mod balancer;
@@ -21,6 +23,7 @@ mod exercises;
 mod export;
 mod http_stack;
 mod idempotency;
+mod leagues;
 mod leeches;
 mod lifecycle;
 mod operations;

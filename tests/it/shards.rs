@@ -1085,3 +1085,79 @@ async fn the_shards_commands_migrate_list_plan_and_move_on_real_databases() {
     s1.close().await;
     main_pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_an_account_on_a_shard_leaves_no_row_there_and_refuses_a_late_write() {
+    let cluster = Cluster::start().await;
+    cluster.spread_buckets().await;
+    let app = cluster.app().await;
+    let id = user_in(|b| spread_shard(b) == "shard-a");
+    let hash = app
+        .state
+        .auth
+        .passwords
+        .hash("correct horse battery")
+        .await
+        .expect("hash");
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, display_name) VALUES ($1, $2, $3, 'Leaver')",
+    )
+    .bind(id)
+    .bind(format!("{id}@example.com"))
+    .bind(&hash)
+    .execute(app.state.db.write())
+    .await
+    .expect("user");
+    let token = app.state.auth.jwt.issue(id, "member").expect("token").token;
+    let (exercise_id, answer) = exercise(&app, 0).await;
+    let (status, first, _) = post_attempt(&app, &token, exercise_id, &answer, Some("k")).await;
+    assert_eq!(status, 201, "{first}");
+    assert!(rows_of(&cluster.a_url, id).await["attempts"] == 1);
+
+    let response = app
+        .client
+        .delete(app.url("/api/v1/users/me"))
+        .bearer_auth(&token)
+        .json(&json!({"password": "correct horse battery"}))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(response.status(), 204);
+    for url in [
+        cluster.main.primary_url.as_str(),
+        cluster.a_url.as_str(),
+        cluster.b_url.as_str(),
+    ] {
+        let rows = rows_of(url, id).await;
+        assert!(
+            rows.iter()
+                .all(|(table, n)| *n == 0 || *table == "erased_users"),
+            "{url}: {rows:?}"
+        );
+    }
+    // The marker on the shard turns away a write that passed its account
+    // check before the deletion (the fence reports the account erased).
+    let shard = PgPool::connect(&cluster.a_url).await.expect("shard");
+    let fence: String = sqlx::query_scalar("SELECT shard_write_guard($1, $2)")
+        .bind(i32::from(bucket_of(id)))
+        .bind(id)
+        .fetch_one(&shard)
+        .await
+        .expect("guard");
+    assert_eq!(fence, "erased");
+    let user_db = app.state.db.user(id).expect("shard");
+    let refused = user_db.check_fence(&fence).expect_err("refused");
+    assert_eq!(
+        axum::response::IntoResponse::into_response(refused).status(),
+        401
+    );
+    // Maintenance drops the marker once no request can still be running.
+    sqlx::query("UPDATE erased_users SET erased_at = now() - interval '2 hours'")
+        .execute(&shard)
+        .await
+        .expect("age");
+    refbackend::maintenance::run_once(&app.state.db, &app.state.metrics).await;
+    assert!(rows_of(&cluster.a_url, id).await.values().all(|n| *n == 0));
+    shard.close().await;
+    app.stop().await;
+}

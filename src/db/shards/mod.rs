@@ -227,10 +227,14 @@ impl UserDb {
     /// lives elsewhere now, so nothing may be written here: the map is
     /// reloaded and the request gets a 503 with Retry-After (its transaction
     /// rolls back).
+    /// `erased`: the account is being deleted (`auth::erase`): a 401.
     pub fn check_fence(&self, fence: &str) -> AppResult<()> {
         let Some(shards) = &self.shards else {
             return Ok(());
         };
+        if fence == "erased" {
+            return Err(AppError::unauthenticated("This account was deleted.", true));
+        }
         if fence == "moved" {
             shards
                 .metrics

@@ -45,6 +45,8 @@ pub const PER_USER_TABLES: &[&str] = &[
     "review_cards",
     "attempts",
     "idempotency_keys",
+    "user_achievements",
+    "erased_users",
 ];
 
 /// Users copied per target transaction.
