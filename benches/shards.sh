@@ -15,6 +15,8 @@
 #
 #   benches/shards.sh                       # ~6 minutes
 #   DURATION=5 RUNS=1 USERS=2000 benches/shards.sh   # a quick look
+#   ATTEMPTS_ONLY=1 DURATION=10 benches/shards.sh    # the first row alone (a
+#                                           # regression check of POST /attempts)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -110,6 +112,7 @@ map 1
 start "$BIN" serve
 bench "attempts, one database (no SHARD_URLS)"
 stop
+if [[ -n "${ATTEMPTS_ONLY:-}" ]]; then exit 0; fi
 start env SHARD_URLS="$SHARDS" "$BIN" serve
 bench "attempts, sharding on, every bucket on main (write fence only)"
 stop

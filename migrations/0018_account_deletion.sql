@@ -33,21 +33,11 @@ END
 $$;
 
 -- What a deleted account wrote in public stays, shown as written by "Deleted
--- user": residents' questions (others voted on them, candidates answered
--- them) and moderators' entries in the audit log (a candidate's answers are
--- deleted with the candidate: src/auth/erase.rs). They are handed to this
--- account, which cannot sign in (inactive, and its
--- password hash, a well-formed argon2id string of random bytes, matches no
--- password).
-INSERT INTO users (id, email, password_hash, display_name, role, is_active)
-VALUES ('00000000-0000-0000-0000-000000000000', 'deleted-user.invalid',
-        '$argon2id$v=19$m=19456,t=2,p=1$'
-            || rtrim(encode(decode(replace(gen_random_uuid()::text, '-', ''), 'hex'), 'base64'), '=')
-            || '$'
-            || rtrim(encode(decode(replace(gen_random_uuid()::text, '-', '')
-                                   || replace(gen_random_uuid()::text, '-', ''), 'hex'), 'base64'), '='),
-        'Deleted user', 'member', false)
-ON CONFLICT (id) DO NOTHING;
+-- user" (the nil UUID): residents' questions (others voted on them,
+-- candidates answered them) and moderators' entries in the audit log (a
+-- candidate's answers are deleted with the candidate). That account is made
+-- by the first deletion that needs it (src/auth/erase.rs) and is left out of
+-- user counts.
 
 -- Finding what an account wrote, to hand it over.
 CREATE INDEX questions_author ON questions (author_id);

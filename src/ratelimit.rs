@@ -154,14 +154,21 @@ const LOCAL_MAX_KEYS: usize = 100_000;
 
 impl Local {
     fn check(&self, key: &str, quota: Quota) -> Decision {
-        self.check_bounded(key, quota, LOCAL_MAX_KEYS)
+        self.check_bounded(key, quota, LOCAL_MAX_KEYS, true)
+    }
+
+    /// Counts a request Redis decided on: `allowed_there` is Redis's answer.
+    /// The quota is spent here only if both allow it; the local answer is
+    /// returned (a refusal here overrides an allowance there).
+    fn check_along(&self, key: &str, quota: Quota, allowed_there: bool) -> Decision {
+        self.check_bounded(key, quota, LOCAL_MAX_KEYS, allowed_there)
     }
 
     /// When the store is full, expired keys go first; if that is not enough
     /// (a flood of distinct live keys), the half of the keys closest to
     /// expiry goes too. Forgetting a key lets its owner start over, so the
     /// ones forgotten are those that had spent the least of their quota.
-    fn check_bounded(&self, key: &str, quota: Quota, max_keys: usize) -> Decision {
+    fn check_bounded(&self, key: &str, quota: Quota, max_keys: usize, spend: bool) -> Decision {
         let now = i64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(i64::MAX);
         let Ok(mut tats) = self.tats.lock() else {
             // A poisoned lock only follows a panic elsewhere; refuse rather than
@@ -179,7 +186,7 @@ impl Local {
             }
         }
         let (decision, new_tat) = gcra(tats.get(key).copied(), now, quota);
-        if let Some(tat) = new_tat {
+        if let Some(tat) = new_tat.filter(|_| spend) {
             tats.insert(key.to_owned(), tat);
         }
         decision
@@ -214,12 +221,18 @@ impl RateLimiter {
     pub async fn check(&self, name: &str, key: &str, quota: Quota) -> Decision {
         let redis_key = format!("{}rl:{name}:{key}", self.prefix);
         let (decision, backend) = match self.check_redis(&redis_key, quota).await {
-            Some(decision) => {
-                // The local store counts along, so that a Redis failure
-                // mid-window does not hand this instance's clients a fresh
-                // quota: the fallback goes on from what it saw.
-                self.local.check(&redis_key, quota);
-                (decision, "redis")
+            Some(remote) => {
+                // The local store counts along what this instance allowed,
+                // so neither a fallback nor Redis coming back empty (a
+                // restart, a blip during which the fallback served) hands a
+                // client a fresh quota: the stricter answer stands. The local
+                // count never exceeds the true one (it sees one instance).
+                let local = self.local.check_along(&redis_key, quota, remote.allowed);
+                if remote.allowed && !local.allowed {
+                    (local, "local")
+                } else {
+                    (remote, "redis")
+                }
             }
             None => (self.local.check(&redis_key, quota), "local"),
         };
@@ -349,6 +362,25 @@ mod tests {
     }
 
     #[test]
+    fn counting_along_redis_spends_only_what_both_allow_and_keeps_the_stricter_answer() {
+        let local = Local {
+            epoch: Instant::now(),
+            tats: Mutex::new(HashMap::new()),
+        };
+        let q = quota(2, 3600);
+        // Redis refused: nothing is spent here.
+        assert!(local.check_along("k", q, false).allowed);
+        assert!(local.check_along("k", q, false).allowed);
+        // Two allowed by both, then Redis comes back empty and allows a
+        // third: the local count refuses it.
+        assert!(local.check_along("k", q, true).allowed);
+        assert!(local.check_along("k", q, true).allowed);
+        assert!(!local.check_along("k", q, true).allowed);
+        // And the fallback goes on from there.
+        assert!(!local.check("k", q).allowed);
+    }
+
+    #[test]
     fn the_local_fallback_stays_bounded_under_a_flood_of_live_keys() {
         let local = Local {
             epoch: Instant::now(),
@@ -356,14 +388,14 @@ mod tests {
         };
         let q = quota(2, 3600);
         // A key that has spent its whole quota: the furthest from expiry.
-        assert!(local.check_bounded("spent", q, 100).allowed);
-        assert!(local.check_bounded("spent", q, 100).allowed);
+        assert!(local.check_bounded("spent", q, 100, true).allowed);
+        assert!(local.check_bounded("spent", q, 100, true).allowed);
         for i in 0..1_000 {
-            local.check_bounded(&format!("flood-{i}"), q, 100);
+            local.check_bounded(&format!("flood-{i}"), q, 100, true);
             let len = local.tats.lock().expect("lock").len();
             assert!(len <= 100, "{len} keys after {i}");
         }
         // Those that spent the most are the last forgotten.
-        assert!(!local.check_bounded("spent", q, 100).allowed);
+        assert!(!local.check_bounded("spent", q, 100, true).allowed);
     }
 }

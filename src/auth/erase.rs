@@ -36,7 +36,8 @@ use crate::db::shards::{MAIN, UserDb};
 use crate::error::AppResult;
 use crate::http::questions::created_at_of;
 
-/// Receives what deleted accounts wrote in public (migration 0018).
+/// Receives what deleted accounts wrote in public; made by the first
+/// deletion that needs it.
 pub const DELETED_USER: Uuid = Uuid::nil();
 
 /// What a deletion did, for the log.
@@ -199,6 +200,25 @@ async fn erase_on_main(tx: &mut PgConnection, user: Uuid) -> AppResult<Option<Er
     .bind(&flag_counts)
     .bind(&answer_counts)
     .bind(&hots)
+    .execute(&mut *tx)
+    .await?;
+    // The account that receives what deleted accounts wrote: inactive, and
+    // its password hash (a well-formed argon2id string of random bytes)
+    // matches no password, so no one can sign in as it. Left out of counts.
+    sqlx::query(
+        "INSERT INTO users (id, email, password_hash, display_name, role, is_active)
+         VALUES ($1, 'deleted-user.invalid',
+                 '$argon2id$v=19$m=19456,t=2,p=1$'
+                 || rtrim(encode(decode(replace(gen_random_uuid()::text, '-', ''), 'hex'),
+                                 'base64'), '=')
+                 || '$'
+                 || rtrim(encode(decode(replace(gen_random_uuid()::text, '-', '')
+                                        || replace(gen_random_uuid()::text, '-', ''), 'hex'),
+                                 'base64'), '='),
+                 'Deleted user', 'member', false)
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(DELETED_USER)
     .execute(&mut *tx)
     .await?;
     let questions = sqlx::query("UPDATE questions SET author_id = $2 WHERE author_id = $1")

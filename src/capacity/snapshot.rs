@@ -94,7 +94,7 @@ struct Counts {
 pub async fn take(pool: &PgPool) -> Result<Snapshot, sqlx::Error> {
     let counts: Counts = sqlx::query_as(
         "SELECT now() AS taken_at,
-                (SELECT count(*) FROM users) AS users,
+                (SELECT count(*) FROM users WHERE id <> '00000000-0000-0000-0000-000000000000') AS users,
                 -- refresh_tokens_issued_idx: a range scan of today's tokens.
                 (SELECT count(DISTINCT user_id) FROM refresh_tokens
                   WHERE issued_at >= date_trunc('day', now(), 'UTC')) AS active_today,

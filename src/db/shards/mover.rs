@@ -478,10 +478,12 @@ pub async fn usage(
     let map: Vec<(i32, String)> = sqlx::query_as("SELECT bucket, shard FROM shard_map")
         .fetch_all(main)
         .await?;
-    let users_per_bucket: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT shard_bucket(id), count(*) FROM users GROUP BY 1")
-            .fetch_all(main)
-            .await?;
+    let users_per_bucket: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT shard_bucket(id), count(*) FROM users
+                  WHERE id <> '00000000-0000-0000-0000-000000000000' GROUP BY 1",
+    )
+    .fetch_all(main)
+    .await?;
     let shard_of = |bucket: i32| -> String {
         map.iter()
             .find(|(b, _)| *b == bucket)
@@ -535,10 +537,12 @@ pub async fn rebalance_plan(db: &Db) -> anyhow::Result<Vec<(u16, String, String)
     let map: Vec<(i32, String)> = sqlx::query_as("SELECT bucket, shard FROM shard_map")
         .fetch_all(main)
         .await?;
-    let users_per_bucket: Vec<(i32, i64)> =
-        sqlx::query_as("SELECT shard_bucket(id), count(*) FROM users GROUP BY 1")
-            .fetch_all(main)
-            .await?;
+    let users_per_bucket: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT shard_bucket(id), count(*) FROM users
+                  WHERE id <> '00000000-0000-0000-0000-000000000000' GROUP BY 1",
+    )
+    .fetch_all(main)
+    .await?;
     let mut placement: Vec<(u16, usize, i64)> = (0..super::BUCKETS)
         .map(|b| {
             let shard = map
