@@ -27,8 +27,8 @@
 //! their L1 TTL.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -60,39 +60,94 @@ pub struct Cached {
     pub body: Bytes,
     pub etag: HeaderValue,
     l1_ttl: Duration,
+    /// The gzip encoding of `body` with its own ETag, made by the first
+    /// request of this entry that accepts gzip (once per entry and instance;
+    /// every later hit copies bytes). None when the body is below the size
+    /// worth compressing.
+    gzip: OnceLock<Option<Encoded>>,
+}
+
+/// One encoded variant of a cached body.
+#[derive(Debug)]
+struct Encoded {
+    body: Bytes,
+    etag: HeaderValue,
 }
 
 impl Cached {
     fn new(body: Bytes, etag: &str, l1_ttl: Duration) -> AppResult<Self> {
         let etag = HeaderValue::from_str(etag).map_err(|e| AppError::Internal(e.into()))?;
-        Ok(Self { body, etag, l1_ttl })
+        Ok(Self {
+            body,
+            etag,
+            l1_ttl,
+            gzip: OnceLock::new(),
+        })
     }
 
-    /// 200 with the body, or 304 when `If-None-Match` already names this
-    /// representation; both carry the ETag and `cache_control`.
+    /// The gzip variant, compressed on first use.
+    fn gzip(&self) -> Option<&Encoded> {
+        self.gzip
+            .get_or_init(|| {
+                if (self.body.len() as u64) < crate::app::COMPRESSION_MIN_BYTES {
+                    return None;
+                }
+                let compressed = gzip(&self.body)?;
+                // A per-encoding strong tag: `"<identity tag without its
+                // closing quote>-gzip"`.
+                let identity = self.etag.to_str().ok()?;
+                let tag = format!("{}-gzip\"", identity.strip_suffix('"')?);
+                Some(Encoded {
+                    body: Bytes::from(compressed),
+                    etag: HeaderValue::from_str(&tag).ok()?,
+                })
+            })
+            .as_ref()
+    }
+
+    /// 200 with the body, or 304 when `If-None-Match` already names the
+    /// representation this request would get; both carry its ETag,
+    /// `cache_control` and `Vary: Accept-Encoding`. A client that accepts
+    /// gzip gets the stored gzip variant (the compression layer leaves a
+    /// response that has a `Content-Encoding` alone).
     pub fn respond(&self, request: &HeaderMap, cache_control: &'static str) -> Response {
-        let hit = self
-            .etag
+        let encoded = if accepts_gzip(request) {
+            self.gzip()
+        } else {
+            None
+        };
+        let (body, etag) = match encoded {
+            Some(e) => (&e.body, &e.etag),
+            None => (&self.body, &self.etag),
+        };
+        let hit = etag
             .to_str()
             .is_ok_and(|tag| if_none_match_hits(request, tag));
         let mut response = if hit {
             StatusCode::NOT_MODIFIED.into_response()
         } else {
-            (
+            let mut response = (
                 [(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )],
-                self.body.clone(),
+                body.clone(),
             )
-                .into_response()
+                .into_response();
+            if encoded.is_some() {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            response
         };
         let headers = response.headers_mut();
-        headers.insert(header::ETAG, self.etag.clone());
+        headers.insert(header::ETAG, etag.clone());
         headers.insert(
             header::CACHE_CONTROL,
             HeaderValue::from_static(cache_control),
         );
+        headers.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
         response
     }
 
@@ -111,8 +166,52 @@ impl Cached {
         let mut body = Bytes::from(raw);
         let etag = body.split_to(ETAG_LEN);
         let etag = HeaderValue::from_maybe_shared(etag).ok()?;
-        Some(Self { body, etag, l1_ttl })
+        Some(Self {
+            body,
+            etag,
+            l1_ttl,
+            gzip: OnceLock::new(),
+        })
     }
+}
+
+fn gzip(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::default(),
+    );
+    encoder.write_all(body).ok()?;
+    encoder.finish().ok()
+}
+
+/// Does `Accept-Encoding` accept gzip (`gzip` or `*`, with a non-zero q)?
+/// An explicit `gzip;q=0` refuses it whatever `*` says.
+pub fn accepts_gzip(request: &HeaderMap) -> bool {
+    let mut star = false;
+    for value in request.get_all(header::ACCEPT_ENCODING) {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        for item in value.split(',') {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let q_zero = parts.any(|p| {
+                let p = p.trim();
+                p.strip_prefix("q=")
+                    .or_else(|| p.strip_prefix("Q="))
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                return !q_zero;
+            }
+            if coding == "*" {
+                star = !q_zero;
+            }
+        }
+    }
+    star
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -637,5 +736,107 @@ fn unshare(error: Arc<AppError>) -> AppError {
             ),
             other => AppError::Internal(anyhow::anyhow!("shared cache load failed: {other}")),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    fn request(accept: Option<&'static str>, if_none_match: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept {
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static(a));
+        }
+        if let Some(tag) = if_none_match {
+            headers.insert(
+                header::IF_NONE_MATCH,
+                HeaderValue::from_str(tag).expect("tag"),
+            );
+        }
+        headers
+    }
+
+    fn entry(len: usize) -> Cached {
+        let body = format!("[{}]", "1,".repeat(len / 2).trim_end_matches(','));
+        serialize(
+            &serde_json::from_str::<serde_json::Value>(&body).expect("json"),
+            Duration::from_secs(1),
+        )
+        .expect("entry")
+    }
+
+    async fn bytes(response: Response) -> Vec<u8> {
+        axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("body")
+            .to_vec()
+    }
+
+    #[test]
+    fn accept_encoding_is_read_with_its_q_values() {
+        let accepts = |v| accepts_gzip(&request(Some(v), None));
+        assert!(accepts("gzip"));
+        assert!(accepts("br, gzip;q=0.5, deflate"));
+        assert!(accepts("*"));
+        assert!(accepts("GZIP"));
+        assert!(!accepts("gzip;q=0"));
+        assert!(!accepts("*, gzip;q=0"));
+        assert!(!accepts("br, deflate"));
+        assert!(!accepts("identity"));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[tokio::test]
+    async fn a_gzip_client_gets_the_stored_gzip_variant_with_its_own_tag() {
+        let cached = entry(4000);
+        let plain = cached.respond(&request(None, None), "public, max-age=60");
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let identity_tag = plain.headers()[header::ETAG].clone();
+        assert_eq!(plain.headers()[header::VARY], "accept-encoding");
+        let identity = bytes(plain).await;
+
+        let zipped = cached.respond(&request(Some("gzip, br"), None), "public, max-age=60");
+        assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(zipped.headers()[header::VARY], "accept-encoding");
+        let tag = zipped.headers()[header::ETAG]
+            .to_str()
+            .expect("tag")
+            .to_owned();
+        assert_ne!(tag, identity_tag.to_str().expect("tag"));
+        assert!(tag.ends_with("-gzip\""), "{tag}");
+        let compressed = bytes(zipped).await;
+        assert!(compressed.len() < identity.len());
+        let mut decoded = Vec::new();
+        flate2::read::GzDecoder::new(&compressed[..])
+            .read_to_end(&mut decoded)
+            .expect("gunzip");
+        assert_eq!(decoded, identity);
+
+        // Each variant revalidates with its own tag.
+        let again = cached.respond(&request(Some("gzip"), Some(&tag)), "public, max-age=60");
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[header::ETAG], tag.as_str());
+        let plain_again = cached.respond(
+            &request(None, Some(identity_tag.to_str().expect("tag"))),
+            "public, max-age=60",
+        );
+        assert_eq!(plain_again.status(), StatusCode::NOT_MODIFIED);
+        let crossed = cached.respond(&request(None, Some(&tag)), "public, max-age=60");
+        assert_eq!(
+            crossed.status(),
+            StatusCode::OK,
+            "the gzip tag names another representation"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_small_body_is_never_compressed() {
+        let cached = entry(100);
+        let response = cached.respond(&request(Some("gzip"), None), "public, max-age=60");
+        assert!(response.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(response.headers()[header::ETAG], cached.etag);
     }
 }
