@@ -312,11 +312,27 @@ impl Leaderboard {
         match pipe.query_async::<()>(&mut self.redis.connection()).await {
             Ok(()) => self.redis.report_success(),
             Err(e) => {
-                // Its entries are dropped from pages (no name to show) and
-                // vanish at the next rebuild.
+                // A page that shows one of its entries drops it then
+                // (`forget`): an entry without an account has no name.
                 tracing::warn!(error = %e, "could not take a deleted account off the leaderboards");
                 self.redis.report_failure(&e);
             }
+        }
+    }
+
+    /// Drops `users` from the current board of `period` (accounts that no
+    /// longer exist, found on a page: see `remove`).
+    pub async fn forget(&self, period: Period, users: &[Uuid]) {
+        if users.is_empty() || !self.redis.available() {
+            return;
+        }
+        let mut cmd = redis::cmd("ZREM");
+        cmd.arg(self.board(period, Utc::now()).key);
+        for user in users {
+            cmd.arg(user.to_string());
+        }
+        if let Err(e) = cmd.query_async::<i64>(&mut self.redis.connection()).await {
+            self.redis.report_failure(&e);
         }
     }
 

@@ -8,9 +8,10 @@
 //!   with XP in the old week is placed for the new one, in their new tier
 //!   (their last known tier if they skipped weeks, bronze if new), and each
 //!   tier is cut into cohorts of learners of similar level (total XP). It
-//!   runs in the maintenance round of every instance under an advisory lock,
-//!   and is a no-op once the week is formed; the first league read of the
-//!   week runs it too if no round has yet.
+//!   runs in the maintenance round of every instance and on the first league
+//!   read of the week; one instance takes the lock (a try-lock: the others
+//!   read no shard and show no league until it is done), and it is a no-op
+//!   once the week is formed.
 //! - **Late joiners** (no XP last week) join when they first look at their
 //!   league having earned XP this week: the least full cohort of their tier
 //!   with room, or a new one (under a per-tier lock, so no cohort exceeds the
@@ -142,8 +143,14 @@ async fn per_user_values(
     Ok(out)
 }
 
-const WEEK_XP: &str = "SELECT user_id, xp FROM user_weekly_xp
-                        WHERE week = $1 AND ($2::uuid[] IS NULL OR user_id = ANY($2)) AND xp > 0";
+// Each statement binds (week, users); one of them may be unused (NULL).
+/// Everyone with XP in a week (a scan of the week's rows, at the reset).
+const ACTIVE_IN_WEEK: &str = "SELECT user_id, xp FROM user_weekly_xp
+                               WHERE week = $1 AND $2::uuid[] IS NULL AND xp > 0";
+/// Some learners' XP in a week (primary-key lookups).
+const MEMBERS_WEEK_XP: &str = "SELECT user_id, xp FROM user_weekly_xp
+                                WHERE week = $1 AND user_id = ANY($2)";
+/// Some learners' total XP (their level).
 const TOTAL_XP: &str = "SELECT user_id, xp FROM user_progress
                          WHERE $1::date IS NULL AND user_id = ANY($2)";
 
@@ -155,16 +162,17 @@ pub async fn roll(db: &Db, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
         return Ok(false);
     }
     let previous = week - Duration::days(7);
-    // The old week is over: its XP, and the levels of who earned some.
-    let active = per_user_values(db, WEEK_XP, Some(previous), None).await?;
-    let active_ids: Vec<Uuid> = active.keys().copied().collect();
-    let levels = per_user_values(db, TOTAL_XP, None, Some(&active_ids)).await?;
-
+    // One instance forms the week; the others go on at once (their readers
+    // see no league until it is formed) instead of queueing with a
+    // connection each and reading every shard for nothing.
     let mut tx = db.write().begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1, 0)")
+    let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, 0)")
         .bind(LOCK_CLASS)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
+    if !mine {
+        return Ok(false);
+    }
     let already: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM league_weeks WHERE week = $1)")
             .bind(week)
@@ -173,6 +181,10 @@ pub async fn roll(db: &Db, now: DateTime<Utc>) -> Result<bool, sqlx::Error> {
     if already {
         return Ok(false);
     }
+    // The old week is over: its XP, and the levels of who earned some.
+    let active = per_user_values(db, ACTIVE_IN_WEEK, Some(previous), None).await?;
+    let active_ids: Vec<Uuid> = active.keys().copied().collect();
+    let levels = per_user_values(db, TOTAL_XP, None, Some(&active_ids)).await?;
 
     // Results of the old week's cohorts.
     let members: Vec<(Uuid, i16, i32, Option<String>)> =
@@ -354,7 +366,11 @@ pub async fn standing(
 ) -> Result<Option<Standing>, sqlx::Error> {
     let week = week_bounds(now).0;
     if !formed(db, week).await? {
-        roll(db, now).await?;
+        // The first read of the week forms it if no maintenance round has;
+        // a failure here is the round's to retry, not this reader's error.
+        if let Err(e) = roll(db, now).await {
+            tracing::warn!(error = %e, "could not form this week's leagues");
+        }
         if !formed(db, week).await? {
             return Ok(None);
         }
@@ -372,7 +388,7 @@ pub async fn standing(
     .fetch_all(db.write())
     .await?;
     let ids: Vec<Uuid> = people.iter().map(|(id, _)| *id).collect();
-    let xp = per_user_values(db, WEEK_XP, Some(week), Some(&ids)).await?;
+    let xp = per_user_values(db, MEMBERS_WEEK_XP, Some(week), Some(&ids)).await?;
     let scored: Vec<(Uuid, i64)> = ids
         .iter()
         .map(|id| (*id, xp.get(id).copied().unwrap_or(0)))

@@ -3,6 +3,7 @@
 //! advisory lock):
 //! - create the partitions of the current and next periods;
 //! - form the week's leagues after the Monday reset (`leagues::roll`);
+//! - finish account deletions interrupted midway (`auth::erase`);
 //! - report rows stuck in default partitions (`db_partition_default_rows`);
 //! - purge idempotency keys past their retention, expired refresh tokens and
 //!   account deletion markers older than an hour.
@@ -20,6 +21,12 @@ use crate::metrics::Metrics;
 pub async fn run_once(db: &Db, metrics: &Metrics) {
     for shard in db.per_user_dbs() {
         per_database(shard.name(), shard.write(), metrics).await;
+    }
+    // Account deletions that a request started and could not finish.
+    match crate::auth::erase::finish_pending(db).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(finished = n, "finished interrupted account deletions"),
+        Err(e) => tracing::warn!(error = %e, "could not finish interrupted account deletions"),
     }
     // Weekly leagues, once per week (a no-op until the reset).
     if let Err(e) = crate::leagues::roll(db, chrono::Utc::now()).await {

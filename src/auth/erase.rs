@@ -1,29 +1,35 @@
 //! Account deletion (`DELETE /users/me`): every row of the account goes, on
 //! main, on its shard, and in Redis.
 //!
-//! - Per-user rows (progress, cards, attempts, achievements, idempotency
-//!   keys…) are deleted on the account's shard first, in one transaction that
-//!   also leaves a marker (`erased_users`, the id alone) which the write fence
-//!   checks: a request that passed its account check before the deletion
-//!   cannot write them back. Without sharding they live on main and go with
-//!   the account row (ON DELETE CASCADE) in the main transaction below.
-//! - On main, one transaction locks the account row (a new vote or flag needs
-//!   a share lock on it, so none can start), locks every question the account
-//!   voted on or flagged (ordered, as every vote takes that lock first),
-//!   takes its votes, flags and (a candidate's) answers off the counters,
-//!   deletes those, hands its questions and moderation entries to the
-//!   "Deleted user" account, and deletes the account row; refresh tokens,
-//!   settings and the rest follow by cascade. Questions stay: others voted on
-//!   and answered them. Answers go: a statement without its candidate means
-//!   nothing on a ballot (and one question can hold only one answer per
-//!   author).
-//! - After commit: the account cache forgets it on every instance, the
-//!   leaderboards drop it, and cached question pages (author names) are
-//!   invalidated.
+//! 0. The account is deactivated and marked `deleting_since` on main (its
+//!    sessions revoked, the account cache dropped on every instance): from
+//!    here no new request of it passes the account check, and if anything
+//!    below fails, a background retry and then the maintenance round finish
+//!    the deletion (`finish_pending`).
+//! 1. With sharding, on the account's shard (main included), one transaction
+//!    passes the write fence (a bucket being moved records the user, so the
+//!    move copies the deletion) and commits a marker (`erased_users`, the id
+//!    alone) that the fence reports as `erased`; a second takes the bucket's
+//!    fence lock exclusively, which waits out any write of the bucket that
+//!    passed the fence before the marker, and deletes the per-user rows. No
+//!    write can bring them back.
+//! 2. On main, one transaction deletes the per-user rows there (without
+//!    sharding; this waits out an attempt in flight before the account row
+//!    is locked, the order attempts take), locks the account row, then every
+//!    question the account voted on, flagged or answered (in id order),
+//!    takes its votes, flags and answers off the counters, deletes those,
+//!    hands its questions and moderation entries to the "Deleted user"
+//!    account, and deletes the account row (the rest cascades). Questions
+//!    stay: others voted on and answered them. Answers go: a statement
+//!    without its candidate means nothing on a ballot (and a question holds
+//!    one answer per author).
+//! 3. Leaderboards and cached question pages follow.
 //!
-//! A failure between the two transactions leaves the account in place and
-//! its per-user rows gone; the same request again finishes the job (every
-//! step is idempotent).
+//! Every step is idempotent. A deadlock with a write that was already in
+//! flight (the account is inactive, so only one started before step 0) makes
+//! the step fail and the retry finish it.
+
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -31,8 +37,9 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::civic::ranking;
+use crate::db::Db;
 use crate::db::shards::mover::PER_USER_TABLES;
-use crate::db::shards::{MAIN, UserDb};
+use crate::db::shards::{FENCE_LOCK_CLASS, UserDb};
 use crate::error::AppResult;
 use crate::http::questions::created_at_of;
 
@@ -49,45 +56,150 @@ pub struct Erased {
     pub answers: usize,
 }
 
-/// Deletes `user` everywhere. False if there was no such account.
-pub async fn erase(state: &AppState, user: Uuid) -> AppResult<Option<Erased>> {
-    let shard = state.db.user(user)?;
-    let on_main = shard.name() == MAIN;
-    if !on_main {
+/// How a deletion request ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// No such (active) account.
+    NoAccount,
+    Done(Erased),
+    /// Deactivated; the rest failed for now and is being retried.
+    Pending,
+}
+
+/// How many times a failed deletion is retried in the background before it
+/// is left to the maintenance round.
+const BACKGROUND_TRIES: u32 = 5;
+
+/// Deletes `user` everywhere (module docs).
+pub async fn erase(state: &AppState, user: Uuid) -> AppResult<Outcome> {
+    if !mark_deleting(state.db.write(), user).await? {
+        return Ok(Outcome::NoAccount);
+    }
+    state.auth.accounts.forget(user).await;
+    state.cache.announce_account_change(user).await;
+    match finish(state, user).await {
+        Ok(erased) => Ok(Outcome::Done(erased)),
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "account deletion failed midway; retrying in the background");
+            let state = state.clone();
+            tokio::spawn(async move {
+                let mut wait = std::time::Duration::from_secs(1);
+                for _ in 0..BACKGROUND_TRIES {
+                    tokio::time::sleep(wait).await;
+                    match finish(&state, user).await {
+                        Ok(_) => return,
+                        Err(e) => {
+                            tracing::warn!(%user, error = %e, "account deletion retry failed")
+                        }
+                    }
+                    wait *= 2;
+                }
+            });
+            Ok(Outcome::Pending)
+        }
+    }
+}
+
+/// Step 0: deactivated, sessions revoked, marked. False if there is no such
+/// account (or it is the "Deleted user").
+async fn mark_deleting(pool: &sqlx::PgPool, user: Uuid) -> AppResult<bool> {
+    let mut tx = pool.begin().await?;
+    let marked = sqlx::query(
+        "UPDATE users SET is_active = false, deleting_since = coalesce(deleting_since, now()),
+                updated_at = now()
+          WHERE id = $1 AND id <> $2",
+    )
+    .bind(user)
+    .bind(DELETED_USER)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    sqlx::query(
+        "UPDATE refresh_families SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(marked)
+}
+
+/// Steps 1-3 for an account marked `deleting_since`.
+async fn finish(state: &AppState, user: Uuid) -> AppResult<Erased> {
+    let erased = erase_rows(&state.db, user).await?;
+    state.leaderboard.remove(user).await;
+    crate::http::questions::after_write(state, user).await;
+    Ok(erased)
+}
+
+/// Steps 1 and 2; the database part, which maintenance can run alone.
+pub async fn erase_rows(db: &Db, user: Uuid) -> AppResult<Erased> {
+    let shard = db.user(user)?;
+    let sharded = shard.fence_bucket().is_some();
+    if sharded {
         erase_per_user_rows(&shard, user).await?;
     }
-    let mut tx = state.db.write().begin().await?;
-    let erased = erase_on_main(&mut tx, user).await?;
+    let mut tx = db.write().begin().await?;
+    let erased = erase_on_main(&mut tx, user, !sharded).await?;
     tx.commit().await?;
-    if erased.is_some() {
-        state.auth.accounts.forget(user).await;
-        state.cache.announce_account_change(user).await;
-        state.leaderboard.remove(user).await;
-        crate::http::questions::after_write(state, user).await;
+    Ok(erased.unwrap_or_default())
+}
+
+/// Deletions a request started and did not finish (its instance died, or
+/// every retry failed), older than a minute: finished here. Returns how many.
+pub async fn finish_pending(db: &Db) -> AppResult<usize> {
+    let pending: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM users
+          WHERE deleting_since IS NOT NULL AND deleting_since < now() - interval '1 minute'
+          ORDER BY deleting_since LIMIT 100",
+    )
+    .fetch_all(db.write())
+    .await?;
+    for user in &pending {
+        erase_rows(db, *user).await?;
+        tracing::info!(%user, "finished an interrupted account deletion");
     }
-    Ok(erased)
+    Ok(pending.len())
 }
 
 /// The account's rows on its shard, and the marker that keeps them deleted.
 async fn erase_per_user_rows(shard: &UserDb, user: Uuid) -> AppResult<()> {
-    let mut tx = shard.write().begin().await?;
+    let Some(bucket) = shard.fence_bucket() else {
+        return Ok(());
+    };
     // Through the fence: a bucket that moved away has the rows elsewhere (a
     // 503, retried against the new map); one being moved records the user so
-    // that the move copies the deletion too.
-    if let Some(bucket) = shard.fence_bucket() {
-        let fence: String = sqlx::query_scalar("SELECT shard_write_guard($1, $2)")
-            .bind(bucket)
-            .bind(user)
-            .fetch_one(&mut *tx)
-            .await?;
-        if fence != "erased" {
-            shard.check_fence(&fence)?;
-        }
+    // that the move copies the deletion too. The marker commits first.
+    let mut tx = shard.write().begin().await?;
+    let fence: String = sqlx::query_scalar("SELECT shard_write_guard($1, $2)")
+        .bind(bucket)
+        .bind(user)
+        .fetch_one(&mut *tx)
+        .await?;
+    if fence != "erased" {
+        shard.check_fence(&fence)?;
     }
     sqlx::query("INSERT INTO erased_users (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user)
         .execute(&mut *tx)
         .await?;
+    tx.commit().await?;
+    // Every write that passed the fence before the marker holds the bucket's
+    // lock in shared mode until it ends: the exclusive lock waits them out,
+    // and every later one sees the marker.
+    let mut tx = shard.write().begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(FENCE_LOCK_CLASS)
+        .bind(bucket)
+        .execute(&mut *tx)
+        .await?;
+    delete_per_user_rows(&mut tx, user).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn delete_per_user_rows(tx: &mut PgConnection, user: Uuid) -> AppResult<()> {
     for table in PER_USER_TABLES.iter().filter(|t| **t != "erased_users") {
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {table} WHERE user_id = $1"
@@ -96,7 +208,6 @@ async fn erase_per_user_rows(shard: &UserDb, user: Uuid) -> AppResult<()> {
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -108,7 +219,17 @@ struct Counted {
     downvotes: i32,
 }
 
-async fn erase_on_main(tx: &mut PgConnection, user: Uuid) -> AppResult<Option<Erased>> {
+async fn erase_on_main(
+    tx: &mut PgConnection,
+    user: Uuid,
+    per_user_here: bool,
+) -> AppResult<Option<Erased>> {
+    if per_user_here {
+        // Before the account row: an attempt in flight holds its progress
+        // row and then needs the account row; this waits for it instead of
+        // deadlocking with it.
+        delete_per_user_rows(&mut *tx, user).await?;
+    }
     let exists: Option<Uuid> =
         sqlx::query_scalar("SELECT id FROM users WHERE id = $1 AND id <> $2 FOR UPDATE")
             .bind(user)
@@ -118,7 +239,8 @@ async fn erase_on_main(tx: &mut PgConnection, user: Uuid) -> AppResult<Option<Er
     if exists.is_none() {
         return Ok(None);
     }
-    // The questions to lock: every one voted on, flagged or answered. New
+    // The questions to lock: every one voted on, flagged, answered or asked
+    // (the last so that two deletions lock in one order). New
     // votes, flags and answers wait for the account row; changes to existing
     // ones take the question's lock first, so after locking, the counts below
     // are exact.
@@ -127,7 +249,9 @@ async fn erase_on_main(tx: &mut PgConnection, user: Uuid) -> AppResult<Option<Er
          UNION
          SELECT question_id FROM question_flags WHERE user_id = $1
          UNION
-         SELECT question_id FROM answers WHERE candidate_id = $1",
+         SELECT question_id FROM answers WHERE candidate_id = $1
+         UNION
+         SELECT id FROM questions WHERE author_id = $1",
     )
     .bind(user)
     .fetch_all(&mut *tx)
@@ -170,8 +294,11 @@ async fn erase_on_main(tx: &mut PgConnection, user: Uuid) -> AppResult<Option<Er
     let mut ids = Vec::with_capacity(locked.len());
     let (mut ups, mut downs, mut flag_counts, mut answer_counts, mut hots) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let votes: HashMap<Uuid, i16> = votes.into_iter().collect();
+    let flags: HashSet<Uuid> = flags.into_iter().collect();
+    let answered: HashSet<Uuid> = answered.into_iter().collect();
     for q in &locked {
-        let vote = votes.iter().find(|(id, _)| *id == q.id).map(|(_, v)| *v);
+        let vote = votes.get(&q.id).copied();
         let up = i32::from(vote == Some(1));
         let down = i32::from(vote == Some(-1));
         let flagged = i32::from(flags.contains(&q.id));

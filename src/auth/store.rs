@@ -251,12 +251,16 @@ pub async fn set_active(
 ) -> AppResult<bool> {
     let mut tx = pool.begin().await?;
     lock_for_admin_change(&mut tx, actor, user_id).await?;
-    let updated = sqlx::query("UPDATE users SET is_active = $2, updated_at = now() WHERE id = $1")
-        .bind(user_id)
-        .bind(active)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    // An account being deleted stays inactive.
+    let updated = sqlx::query(
+        "UPDATE users SET is_active = $2, updated_at = now()
+          WHERE id = $1 AND (deleting_since IS NULL OR NOT $2)",
+    )
+    .bind(user_id)
+    .bind(active)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if updated > 0 && !active {
         sqlx::query("UPDATE refresh_families SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL")
             .bind(user_id)

@@ -142,8 +142,15 @@ pub async fn get_leaderboard(
             .bind(&ids)
             .fetch_all(pool)
             .await?;
-    // An entry without an account is a deleted one the board still held
-    // (a rebuild that read Postgres before the deletion): not shown.
+    // An entry without an account is a deleted one the board still held (an
+    // attempt or a rebuild that read Postgres before the deletion): not
+    // shown, and taken off the board.
+    let gone: Vec<Uuid> = ids
+        .iter()
+        .filter(|id| !names.iter().any(|(n, _)| n == *id))
+        .copied()
+        .collect();
+    state.leaderboard.forget(period, &gone).await;
     let items = top
         .into_iter()
         .filter_map(|(user_id, xp)| {

@@ -12,6 +12,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::app::AppState;
+use crate::auth::erase::Outcome;
 use crate::auth::store::{self, UserRow};
 use crate::auth::{AuthUser, Role, validate};
 use crate::error::{AppError, AppResult, FieldError, Problem};
@@ -62,6 +63,14 @@ pub struct ProfileUpdate {
         example = "America/Chicago"
     )]
     pub timezone: Option<String>,
+}
+
+/// A deletion that completes in the background.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionPending {
+    /// `pending`
+    pub status: String,
+    pub detail: String,
 }
 
 /// Confirms a deletion.
@@ -190,6 +199,7 @@ pub async fn update_me(
     request_body = DeleteAccount,
     responses(
         (status = 204, description = "Deleted; every token of the account stops working"),
+        (status = 202, description = "Deactivated at once; the deletion of its data failed midway and completes in the background", body = DeletionPending),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing, invalid or expired token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Wrong password", body = Problem, content_type = "application/problem+json"),
@@ -233,9 +243,22 @@ pub async fn delete_me(
             "The password does not match; the account was not deleted.".into(),
         ));
     }
-    let erased = crate::auth::erase::erase(&state, user.id)
-        .await?
-        .ok_or_else(gone)?;
+    let erased = match crate::auth::erase::erase(&state, user.id).await? {
+        Outcome::NoAccount => return Err(gone()),
+        Outcome::Pending => {
+            return Ok(private(
+                (
+                    StatusCode::ACCEPTED,
+                    AppJson(serde_json::json!({
+                        "status": "pending",
+                        "detail": "The account is deactivated; the deletion of its data could not finish now and completes in the background."
+                    })),
+                )
+                    .into_response(),
+            ));
+        }
+        Outcome::Done(erased) => erased,
+    };
     tracing::info!(
         user = %user.id,
         votes = erased.votes,

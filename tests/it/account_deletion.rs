@@ -338,3 +338,57 @@ async fn votes_racing_the_deletion_leave_the_counters_equal_to_the_votes_left() 
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_deletion_interrupted_after_deactivation_is_finished_by_maintenance_and_cannot_be_undone()
+{
+    let app = app().await;
+    let (alice, token, _) = register(&app, "interrupted@example.com").await;
+    let (exercise, answer): (i64, String) = sqlx::query_as(
+        "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("exercise");
+    ok(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/exercises/{exercise}/attempts"),
+        &token,
+        json!({"answer": answer}),
+    )
+    .await;
+    // The request died right after its first step (deactivate and mark).
+    sqlx::query(
+        "UPDATE users SET is_active = false, deleting_since = now() - interval '2 minutes'
+          WHERE id = $1",
+    )
+    .bind(alice)
+    .execute(app.state.db.write())
+    .await
+    .expect("mark");
+    app.state.auth.accounts.forget(alice).await;
+    // An administrator cannot bring it back meanwhile.
+    let admin = app.users_with_role(1, "admin").await;
+    let (status, _) = send(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/admin/users/{alice}/activate"),
+        &admin[0].1,
+        None,
+    )
+    .await;
+    assert!(status >= 400, "{status}");
+    let active: bool = sqlx::query_scalar("SELECT is_active FROM users WHERE id = $1")
+        .bind(alice)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("active");
+    assert!(!active);
+    let (status, _) = send(&app, reqwest::Method::GET, "/api/v1/users/me", &token, None).await;
+    assert_eq!(status, 401);
+
+    refbackend::maintenance::run_once(&app.state.db, &app.state.metrics).await;
+    assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
+    app.stop().await;
+}

@@ -1114,15 +1114,64 @@ async fn deleting_an_account_on_a_shard_leaves_no_row_there_and_refuses_a_late_w
     assert_eq!(status, 201, "{first}");
     assert!(rows_of(&cluster.a_url, id).await["attempts"] == 1);
 
-    let response = app
-        .client
-        .delete(app.url("/api/v1/users/me"))
-        .bearer_auth(&token)
-        .json(&json!({"password": "correct horse battery"}))
-        .send()
+    // A write of the account that passed the fence just before the deletion
+    // (it holds the bucket's lock in shared mode) and commits after the
+    // deletion started: the deletion waits for it, so it cannot survive.
+    let shard = PgPool::connect(&cluster.a_url).await.expect("shard");
+    let mut late = shard.begin().await.expect("begin");
+    let fence: String = sqlx::query_scalar("SELECT shard_write_guard($1, $2)")
+        .bind(i32::from(bucket_of(id)))
+        .bind(id)
+        .fetch_one(&mut *late)
         .await
-        .expect("delete");
-    assert_eq!(response.status(), 204);
+        .expect("guard");
+    assert_eq!(fence, "owned");
+    let deleting = tokio::spawn({
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url("/api/v1/users/me"),
+            token.clone(),
+        );
+        async move {
+            client
+                .delete(url)
+                .bearer_auth(token)
+                .json(&json!({"password": "correct horse battery"}))
+                .send()
+                .await
+                .expect("delete")
+                .status()
+                .as_u16()
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                             WHERE wait_event_type = 'Lock' AND wait_event = 'advisory')",
+        )
+        .fetch_one(&shard)
+        .await
+        .expect("activity");
+        if waiting {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deletion never waited"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    sqlx::query(
+        "INSERT INTO user_weekly_xp (user_id, week, xp) VALUES ($1, date_trunc('week', now())::date, 5)
+         ON CONFLICT (user_id, week) DO UPDATE SET xp = user_weekly_xp.xp + 5",
+    )
+        .bind(id)
+        .execute(&mut *late)
+        .await
+        .expect("late write");
+    late.commit().await.expect("commit");
+    assert_eq!(deleting.await.expect("task"), 204);
     for url in [
         cluster.main.primary_url.as_str(),
         cluster.a_url.as_str(),
@@ -1137,7 +1186,6 @@ async fn deleting_an_account_on_a_shard_leaves_no_row_there_and_refuses_a_late_w
     }
     // The marker on the shard turns away a write that passed its account
     // check before the deletion (the fence reports the account erased).
-    let shard = PgPool::connect(&cluster.a_url).await.expect("shard");
     let fence: String = sqlx::query_scalar("SELECT shard_write_guard($1, $2)")
         .bind(i32::from(bucket_of(id)))
         .bind(id)

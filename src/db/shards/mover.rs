@@ -268,7 +268,19 @@ pub async fn move_bucket(
     if phase == "flipped" {
         // 7. The old copy goes once every instance has the new map.
         tokio::time::sleep(options.grace).await;
-        let users = bucket_users(main, bucket_key).await?;
+        let mut users = bucket_users(main, bucket_key).await?;
+        // And whoever the source still holds in the bucket without an
+        // account on main any more (deleted on the target after the flip,
+        // while this copy was kept for the grace period).
+        let left: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT user_id FROM user_progress WHERE shard_bucket(user_id) = $1",
+        )
+        .bind(bucket_key)
+        .fetch_all(from)
+        .await?;
+        users.extend(left);
+        users.sort_unstable();
+        users.dedup();
         for batch in users.chunks(BATCH_USERS) {
             report.rows_deleted += delete_users(from, batch).await?;
         }
