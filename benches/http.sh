@@ -6,6 +6,9 @@
 #
 #   benches/http.sh              # everything (~15 minutes)
 #   DURATION=5 RUNS=1 benches/http.sh   # a quick look
+#   ACCEPT_ENCODING=gzip CACHED_ONLY=1 benches/http.sh
+#       # the references and the cached (L1 hit) GETs only, every request
+#       # sent with that Accept-Encoding (~3 minutes)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -64,7 +67,9 @@ rss_mb() { awk -v k="$2:" '$1==k {printf "%.1f", $2/1024}' "/proc/$1/status"; }
 bench() {
     local label=$1 url=$2 conns=$3 results=()
     for _ in $(seq 1 "$RUNS"); do
-        results+=("$(taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency -s benches/wrk/report.lua "$url" | awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}')")
+        results+=("$(taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" --latency \
+            ${ACCEPT_ENCODING:+-H "Accept-Encoding: $ACCEPT_ENCODING"} \
+            -s benches/wrk/report.lua "$url" | awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}')")
     done
     local median
     median=$(printf '%s\n' "${results[@]}" | sort -n -k1 | sed -n "$(( (RUNS + 1) / 2 ))p")
@@ -83,6 +88,17 @@ stop
 start ref "$REF_PORT" /cities/1 env POOL_SIZE=20 "$TARGET/release/examples/bare_axum_sqlx"
 bench "reference: bare axum + sqlx, PK select" "http://127.0.0.1:$REF_PORT/cities/1" "$CONNS"; BARE_SQL=$LAST_RPS
 stop
+
+if [[ -n "${CACHED_ONLY:-}" ]]; then
+    start api "$API_PORT" /health "$BIN" serve
+    bench "refbackend GET /api/v1/cities (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST_L1=$LAST_RPS
+    bench "refbackend GET /api/v1/exercises (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_L1=$LAST_RPS
+    bench "refbackend GET /api/v1/verbs/tener/conjugations (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/verbs/tener/conjugations" "$CONNS"; API_CONJ=$LAST_RPS
+    stop
+    echo
+    echo "Cached GETs / bare axum: cities $(python3 -c "print(f'{$API_LIST_L1/$BARE:.0%}')"), exercises $(python3 -c "print(f'{$API_EX_L1/$BARE:.0%}')"), conjugations $(python3 -c "print(f'{$API_CONJ/$BARE:.0%}')")"
+    exit 0
+fi
 
 # Uncached: every request reaches Postgres (CACHE_ENABLED=false).
 start api "$API_PORT" /health env CACHE_ENABLED=false "$BIN" serve
