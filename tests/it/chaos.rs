@@ -1150,24 +1150,6 @@ async fn city_invalidations(app: &TestApp, origin: &str) -> f64 {
     .await
 }
 
-/// How many connections are subscribed to the instances' invalidation
-/// channel (`<prefix>cache:invalidate`; the prefix is the database's name).
-async fn invalidation_subscribers(redis_url: &str, app: &TestApp) -> i64 {
-    let channel = format!("{}:cache:invalidate", app.db.name);
-    let Ok(client) = redis::Client::open(redis_url) else {
-        return 0;
-    };
-    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
-        return 0;
-    };
-    redis::cmd("PUBSUB")
-        .arg("NUMSUB")
-        .arg(&channel)
-        .query_async::<(String, i64)>(&mut conn)
-        .await
-        .map_or(0, |(_, n)| n)
-}
-
 /// Renames city 1 in the database while `b` holds it in L1 (30 s TTL), then
 /// invalidates the cities on `a`: `b` must serve the new name long before its
 /// L1 copy expires, because `a`'s invalidation reached it over pub/sub.
@@ -1241,7 +1223,7 @@ async fn logins_reads_l2_hits_and_invalidations_survive_a_real_redis_restart() {
     let redis_url = redis.url();
     let (url, first) = (redis_url.as_str(), &a);
     eventually("both instances subscribed", NOTICE, || async move {
-        invalidation_subscribers(url, first).await == 2
+        crate::support::invalidation_subscribers(url, first).await == 2
     })
     .await;
     let before = an_invalidation_on_a_reaches_b(&a, &b, "Before Restart City").await;
@@ -1257,7 +1239,7 @@ async fn logins_reads_l2_hits_and_invalidations_survive_a_real_redis_restart() {
     // Both subscribers came back by themselves, and `b` dropped its L1 when
     // it resubscribed (it may have missed messages).
     eventually("both instances subscribed again", NOTICE, || async move {
-        invalidation_subscribers(url, first).await == 2
+        crate::support::invalidation_subscribers(url, first).await == 2
     })
     .await;
     assert!(city_invalidations(&b, "resync").await >= 1.0);

@@ -264,6 +264,15 @@ async fn a_voter_sees_their_vote_at_once_and_others_within_a_second_through_warm
     };
     let a = builder().start().await;
     let b = builder().unseeded().start_on(a.db.clone()).await;
+    let redis_url = crate::services::services().redis_url();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while crate::support::invalidation_subscribers(&redis_url, &a).await < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "both instances subscribe"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let users = members(&a, 2).await;
     let created = ask(
         &a,
@@ -272,6 +281,27 @@ async fn a_voter_sees_their_vote_at_once_and_others_within_a_second_through_warm
         "When will the bus lines run on Sundays again?",
     )
     .await;
+    // The question's invalidations reach both instances (A hears its own)
+    // before the warm-up below, or a late one would empty an L1 mid-way.
+    for app in [&a, &b] {
+        for namespace in ["questions", "popular"] {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+            while app
+                .metric(
+                    "cache_invalidations_total",
+                    &[("namespace", namespace), ("origin", "remote")],
+                )
+                .await
+                < 1.0
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{namespace} invalidation"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    }
     let id = created["question"]["id"].as_str().expect("id").to_owned();
     let list = "/api/v1/cities/3/questions?sort=top";
     let popular = "/api/v1/questions/popular";

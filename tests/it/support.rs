@@ -424,3 +424,21 @@ impl BinaryServer {
         }
     }
 }
+
+/// How many connections are subscribed to the instances' invalidation
+/// channel (`<prefix>cache:invalidate`; the prefix is the database's name).
+pub async fn invalidation_subscribers(redis_url: &str, app: &TestApp) -> i64 {
+    let channel = format!("{}:cache:invalidate", app.db.name);
+    let Ok(client) = redis::Client::open(redis_url) else {
+        return 0;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return 0;
+    };
+    redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(&channel)
+        .query_async::<(String, i64)>(&mut conn)
+        .await
+        .map_or(0, |(_, n)| n)
+}
