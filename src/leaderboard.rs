@@ -8,8 +8,8 @@
 //! neither lower a score nor count XP twice (XP is never taken away).
 //!
 //! Self-healing:
-//! - A board whose `:ready` marker is missing (Redis restarted empty, evicted,
-//!   flushed) is rebuilt from Postgres in the background, started by the first
+//! - A board whose `:ready` marker or whose own key is missing (Redis
+//!   restarted empty, evicted, flushed) is rebuilt from Postgres in the background, started by the first
 //!   reader that notices (at most one rebuild per board per instance, and one
 //!   across instances under a lock in Redis); readers are served from Postgres
 //!   until it is ready. The rebuild reads the totals in keyset batches of
@@ -373,11 +373,17 @@ impl Leaderboard {
         self.flush_missed().await?;
         let board = self.board(period, now);
         let mut conn = self.redis.connection();
-        let ready: bool = redis::cmd("EXISTS")
+        // Ready only with the board itself present: Redis can evict (or a
+        // flush can take) the board's key and leave its small marker, and
+        // an absent board read as ready would be an empty ranking.
+        let (ready, present): (bool, bool) = redis::pipe()
+            .cmd("EXISTS")
             .arg(board.ready())
+            .cmd("EXISTS")
+            .arg(&board.key)
             .query_async(&mut conn)
             .await?;
-        if !ready {
+        if !(ready && present) {
             self.spawn_rebuild(pools.to_vec(), board);
             return Ok(None);
         }

@@ -1674,3 +1674,43 @@ async fn a_rebuild_whose_keys_vanish_midway_does_not_publish_an_empty_board() {
     empty.stop().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_board_evicted_without_its_ready_marker_is_not_read_as_an_empty_ranking() {
+    let app = app().await;
+    let (user, token) = app.register_member("evicted@example.com").await;
+    let (id, answer) = exercise(&app, "conjugation", 0).await;
+    let (status, _, _) = attempt(&app, &token, id, json!({"answer": answer}), None).await;
+    assert_eq!(status, 201);
+    app.state
+        .leaderboard
+        .rebuild_now(
+            &[app.state.db.write().clone()],
+            refbackend::leaderboard::Period::AllTime,
+        )
+        .await
+        .expect("rebuild");
+    let ready = leaderboard(&app, &token, "all_time").await;
+    assert_eq!(ready["me"]["rank"], 1, "{ready}");
+    // Redis evicts the board's key, not its marker.
+    let mut redis = redis::Client::open(crate::services::services().redis_url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{}:lb:all", app.db.name))
+        .query_async(&mut redis)
+        .await
+        .expect("del");
+    let marker: bool = redis::cmd("EXISTS")
+        .arg(format!("{}:lb:all:ready", app.db.name))
+        .query_async(&mut redis)
+        .await
+        .expect("exists");
+    assert!(marker);
+    let after = leaderboard(&app, &token, "all_time").await;
+    assert_eq!(after["items"][0]["user_id"], user, "{after}");
+    assert_eq!(after["me"]["rank"], 1);
+    app.stop().await;
+}
