@@ -58,6 +58,15 @@ pub enum BoardPeriod {
     League,
 }
 
+impl From<Period> for BoardPeriod {
+    fn from(period: Period) -> Self {
+        match period {
+            Period::Weekly => BoardPeriod::Weekly,
+            Period::AllTime => BoardPeriod::AllTime,
+        }
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MyRank {
     pub rank: i64,
@@ -98,10 +107,7 @@ pub async fn get_leaderboard(
     let period = match query.period.as_deref() {
         None => Some(BoardPeriod::Weekly),
         Some("league") => Some(BoardPeriod::League),
-        Some(raw) => Period::from_key(raw).map(|p| match p {
-            Period::Weekly => BoardPeriod::Weekly,
-            Period::AllTime => BoardPeriod::AllTime,
-        }),
+        Some(raw) => Period::from_key(raw).map(BoardPeriod::from),
     };
     if period.is_none() {
         errors.push(FieldError::new(
@@ -167,10 +173,7 @@ pub async fn get_leaderboard(
         })
         .collect();
     private_json(&LeaderboardView {
-        period: match period {
-            Period::Weekly => BoardPeriod::Weekly,
-            Period::AllTime => BoardPeriod::AllTime,
-        },
+        period: period.into(),
         items,
         me: me.map(|(rank, xp)| MyRank { rank, xp }),
         league: None,

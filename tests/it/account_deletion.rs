@@ -50,6 +50,24 @@ async fn ask(app: &TestApp, token: &str, body: &str) -> String {
     created["question"]["id"].as_str().expect("id").to_owned()
 }
 
+/// One right answer to the first conjugation exercise.
+async fn practise(app: &TestApp, token: &str) {
+    let (exercise, answer): (i64, String) = sqlx::query_as(
+        "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("exercise");
+    ok(
+        app,
+        reqwest::Method::POST,
+        &format!("/api/v1/exercises/{exercise}/attempts"),
+        token,
+        json!({"answer": answer}),
+    )
+    .await;
+}
+
 async fn ok(app: &TestApp, method: reqwest::Method, path: &str, token: &str, body: Value) {
     let (status, response) = send(app, method, path, token, Some(body)).await;
     assert!((200..300).contains(&status), "{path}: {status} {response}");
@@ -103,20 +121,7 @@ async fn deleting_an_account_leaves_no_row_of_it_anywhere_and_keeps_every_count_
     let (_, bob, _) = register(&app, "bob@example.com").await;
 
     // Alice practises, earns achievements, sets her settings…
-    let (exercise, answer): (i64, String) = sqlx::query_as(
-        "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 1",
-    )
-    .fetch_one(app.state.db.write())
-    .await
-    .expect("exercise");
-    ok(
-        &app,
-        reqwest::Method::POST,
-        &format!("/api/v1/exercises/{exercise}/attempts"),
-        &token,
-        json!({"answer": answer}),
-    )
-    .await;
+    practise(&app, &token).await;
     ok(&app, reqwest::Method::PUT, "/api/v1/users/me/settings", &token, json!({"daily_new_limit": 5, "desired_retention": 0.85, "tenses": null, "accent_policy": "strict"})).await;
     // …votes on and flags Bob's questions, asks one Bob votes on…
     let bobs = ask(&app, &bob, "Will the library open on Sundays next year?").await;
@@ -344,20 +349,7 @@ async fn a_deletion_interrupted_after_deactivation_is_finished_by_maintenance_an
 {
     let app = app().await;
     let (alice, token, _) = register(&app, "interrupted@example.com").await;
-    let (exercise, answer): (i64, String) = sqlx::query_as(
-        "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 1",
-    )
-    .fetch_one(app.state.db.write())
-    .await
-    .expect("exercise");
-    ok(
-        &app,
-        reqwest::Method::POST,
-        &format!("/api/v1/exercises/{exercise}/attempts"),
-        &token,
-        json!({"answer": answer}),
-    )
-    .await;
+    practise(&app, &token).await;
     // The request died right after its first step (deactivate and mark).
     sqlx::query(
         "UPDATE users SET is_active = false, deleting_since = now() - interval '2 minutes'
