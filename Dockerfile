@@ -11,6 +11,7 @@
 #   builder  `cargo chef cook` builds just the dependencies -> a cached layer that is reused as long
 #            as Cargo.toml/Cargo.lock do not change; then the application itself is built
 #   runtime  debian:bookworm-slim, non-root, only the binary + ca-certificates + curl (HEALTHCHECK)
+#            + ffmpeg (ffmpeg/ffprobe for `refbackend worker`: video transcoding to HLS, posters)
 #
 # Nothing secret is baked in: JWT_SECRET, DATABASE_URL, REDIS_URL... come from the environment at
 # run time (see docs/configuration.md). Migrations are embedded in the binary (sqlx::migrate!).
@@ -47,8 +48,11 @@ RUN cargo build --release --locked --bin refbackend \
 
 # ---------------------------------------------------------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
+# ffmpeg: one image for `serve` and `worker` (the worker runs ffmpeg/ffprobe). Debian's package
+# without recommends (no X11/VA drivers, fonts, docs): several hundred MB of codec libraries the API
+# alone does not need, accepted to keep one image, one tag and one build for every process of a release.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates curl \
+    && apt-get install -y --no-install-recommends ca-certificates curl ffmpeg \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 refbackend \
     && useradd --system --uid 10001 --gid refbackend --no-create-home \
@@ -66,13 +70,22 @@ ENV APP_ENV=production \
 USER 10001:10001
 EXPOSE 8080
 
+# The worker (`refbackend worker`) serves /metrics and /health on WORKER_METRICS_ADDR
+# (0.0.0.0:9100); compose and Kubernetes give it its own health check on that port.
+EXPOSE 9100
+
 # Liveness only (/health touches no dependency). Readiness (/ready) is for load balancers
 # and orchestrators (compose healthcheck of the api service, Kubernetes readinessProbe).
+# One image runs `serve` (8080) or `worker` (9100, the default WORKER_METRICS_ADDR): either
+# answering is healthy, so `docker run … worker` is not reported unhealthy. Compose and
+# Kubernetes define their own checks per process and do not rely on this one.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
-    CMD ["curl", "-fsS", "-o", "/dev/null", "--max-time", "2", "http://127.0.0.1:8080/health"]
+    CMD ["/bin/sh", "-c", "curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:8080/health || curl -fsS -o /dev/null --max-time 1 http://127.0.0.1:9100/health"]
 
 # On SIGTERM the server flips /ready to 503, keeps serving SHUTDOWN_READINESS_DELAY (5s),
 # then drains for up to SHUTDOWN_DRAIN_TIMEOUT (25s): give `docker stop -t 35` / stop_grace_period.
+# The worker stops claiming jobs and finishes the current one for up to WORKER_DRAIN_TIMEOUT
+# (120s) before handing it back to the queue: give it `docker stop -t 135`.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["refbackend"]
 CMD ["serve"]
