@@ -56,7 +56,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 refbackend \
     && useradd --system --uid 10001 --gid refbackend --no-create-home \
-         --home-dir /nonexistent --shell /usr/sbin/nologin refbackend
+         --home-dir /nonexistent --shell /usr/sbin/nologin refbackend \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/refbackend/media /var/lib/refbackend/scratch
+# Mount points owned by the service user: Docker initialises an empty named or anonymous volume
+# from the image's directory, ownership included, so the read-only container can write to the
+# media volume (MEDIA_STORE_URL=file:///var/lib/refbackend/media) and the worker's scratch space.
 
 COPY --from=builder /out/refbackend /usr/local/bin/refbackend
 
