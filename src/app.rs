@@ -13,7 +13,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -59,6 +58,8 @@ pub struct AppStateInner {
     pub auth: Auth,
     pub metrics: Metrics,
     pub health: Arc<Health>,
+    /// Video answers' object storage (src/media.rs).
+    pub media: crate::media::MediaStore,
 }
 
 /// A running application: its state plus the background tasks it owns.
@@ -103,6 +104,8 @@ impl App {
             + Duration::from_secs(1);
         let write_tokens = WriteTokens::new(redis.clone(), &config.redis.key_prefix, token_ttl);
         let leaderboard = Leaderboard::new(redis.clone(), &config.redis.key_prefix);
+        let media =
+            crate::media::MediaStore::open(&config.media).context("opening media storage")?;
         let pubsub_client =
             ::redis::Client::open(config.redis.url.expose()).context("configuring Redis")?;
         if config.database.migrate_on_start {
@@ -163,6 +166,7 @@ impl App {
                     auth,
                     metrics,
                     health,
+                    media,
                 }),
             },
             stop,
@@ -199,6 +203,11 @@ pub fn router(state: AppState) -> Router {
     openapi::close_tagged_unions(&mut openapi);
     let routes = routes
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        // Processed video media (not an API resource: not in the OpenAPI document).
+        .route(
+            "/media/{*key}",
+            axum::routing::get(http::videos::serve_media),
+        )
         .fallback(http::not_found)
         .with_state(state.clone());
     with_middleware(routes, &state)
@@ -230,8 +239,51 @@ pub fn with_middleware(router: Router, state: &AppState) -> Router {
             http_config.request_timeout,
             http::problems::timeout,
         ))
-        .layer(RequestBodyLimitLayer::new(http_config.body_limit_bytes));
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits {
+                default: http_config.body_limit_bytes,
+                chunk: state.config.media.chunk_bytes as usize,
+            },
+            limit_body,
+        ));
     router.layer(stack)
+}
+
+/// Request body limits: `HTTP_BODY_LIMIT_BYTES` everywhere but on video
+/// chunk uploads, which take up to `VIDEO_CHUNK_BYTES`.
+#[derive(Debug, Clone, Copy)]
+struct BodyLimits {
+    default: usize,
+    chunk: usize,
+}
+
+/// Refuses a declared oversized body at once, and caps the bytes read from
+/// one without a length (the extractors turn the overflow into a 413).
+async fn limit_body(
+    axum::extract::State(limits): axum::extract::State<BodyLimits>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let limit = if http::videos::is_chunk_path(request.uri().path()) {
+        limits.chunk
+    } else {
+        limits.default
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return axum::response::IntoResponse::into_response(
+            crate::error::AppError::PayloadTooLarge(format!(
+                "The request body is larger than {limit} bytes."
+            )),
+        );
+    }
+    let request =
+        request.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit)));
+    next.run(request).await
 }
 
 /// None when no origin is allowed: then no CORS headers are sent at all and

@@ -291,8 +291,57 @@ pub struct Config {
     pub cache: CacheConfig,
     pub practice: PracticeConfig,
     pub civic: CivicConfig,
+    pub media: MediaConfig,
+    pub worker: WorkerConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// Video answers: where media lives and what an upload may be (docs/video.md).
+#[derive(Debug, Clone)]
+pub struct MediaConfig {
+    /// `file:///absolute/dir` or `s3://bucket[/prefix]` (S3 settings from the
+    /// standard `AWS_*` variables).
+    pub store_url: String,
+    /// Put in front of object keys in the URLs the API returns (`/media`: the
+    /// API serves them itself).
+    pub public_url: String,
+    pub max_bytes: u64,
+    pub max_duration: Duration,
+    pub chunk_bytes: u32,
+    /// An upload not completed within this long is deleted.
+    pub upload_ttl: Duration,
+    /// S3 settings that override what the AWS SDK conventions would find
+    /// (read through the same lookup as the rest, so tests can set them).
+    pub s3: S3Settings,
+}
+
+/// The standard `AWS_*` variables for an `s3://` store.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    /// `AWS_ENDPOINT_URL`: an S3-compatible server (MinIO...).
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    /// `AWS_ALLOW_HTTP=true` for a plain-http endpoint.
+    pub allow_http: bool,
+}
+
+/// `refbackend worker` (docs/video.md).
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    pub concurrency: usize,
+    /// A claimed job is the worker's for this long, renewed every third of it.
+    pub lease: Duration,
+    pub metrics_addr: SocketAddr,
+    pub scratch_dir: std::path::PathBuf,
+    /// On SIGTERM, how long a running job may go on before it is handed back.
+    pub drain_timeout: Duration,
+    /// How often an idle worker looks for jobs when no notification came.
+    pub poll_interval: Duration,
+    pub ffmpeg: String,
+    pub ffprobe: String,
 }
 
 impl DatabaseConfig {
@@ -393,6 +442,61 @@ impl Config {
             attempts_per_user: env.parse("RATE_LIMIT_ATTEMPTS_USER", quota(60, 60)),
             exports_per_user: env.parse("RATE_LIMIT_EXPORTS_USER", quota(10, 3600)),
         };
+        let media = MediaConfig {
+            store_url: env.optional("MEDIA_STORE_URL").unwrap_or_else(|| {
+                let dir = std::env::current_dir()
+                    .unwrap_or_else(|_| std::env::temp_dir())
+                    .join(".data/media");
+                format!("file://{}", dir.display())
+            }),
+            public_url: env
+                .optional("MEDIA_PUBLIC_URL")
+                .unwrap_or_else(|| "/media".to_owned())
+                .trim_end_matches('/')
+                .to_owned(),
+            max_bytes: env.parse("VIDEO_MAX_BYTES", 500 * 1024 * 1024),
+            max_duration: env.duration("VIDEO_MAX_SECONDS", Duration::from_secs(300)),
+            chunk_bytes: env.parse("VIDEO_CHUNK_BYTES", 8 * 1024 * 1024),
+            upload_ttl: env.duration("VIDEO_UPLOAD_TTL", Duration::from_secs(24 * 3600)),
+            s3: S3Settings {
+                endpoint: env.optional("AWS_ENDPOINT_URL"),
+                region: env.optional("AWS_REGION"),
+                access_key_id: env.optional("AWS_ACCESS_KEY_ID"),
+                secret_access_key: env.optional("AWS_SECRET_ACCESS_KEY").map(Secret::new),
+                allow_http: env.parse("AWS_ALLOW_HTTP", false),
+            },
+        };
+        if !(64 * 1024..=64 * 1024 * 1024).contains(&media.chunk_bytes) {
+            env.errors
+                .push("VIDEO_CHUNK_BYTES must be between 65536 and 67108864".into());
+        }
+        if !media.store_url.starts_with("file:///") && !media.store_url.starts_with("s3://") {
+            env.errors.push(
+                "MEDIA_STORE_URL must be file:///absolute/dir or s3://bucket[/prefix]".into(),
+            );
+        }
+        let worker = WorkerConfig {
+            concurrency: env.parse("WORKER_CONCURRENCY", 1_usize).max(1),
+            lease: env
+                .duration("JOB_LEASE", Duration::from_secs(60))
+                .max(Duration::from_secs(1)),
+            metrics_addr: env.parse(
+                "WORKER_METRICS_ADDR",
+                SocketAddr::from(([0, 0, 0, 0], 9100)),
+            ),
+            scratch_dir: env
+                .optional("WORKER_SCRATCH_DIR")
+                .map(Into::into)
+                .unwrap_or_else(std::env::temp_dir),
+            drain_timeout: env.duration("WORKER_DRAIN_TIMEOUT", Duration::from_secs(120)),
+            poll_interval: env.duration("WORKER_POLL_INTERVAL", Duration::from_secs(2)),
+            ffmpeg: env
+                .optional("FFMPEG_PATH")
+                .unwrap_or_else(|| "ffmpeg".to_owned()),
+            ffprobe: env
+                .optional("FFPROBE_PATH")
+                .unwrap_or_else(|| "ffprobe".to_owned()),
+        };
         let auth = env.auth(app_env);
 
         let default_format = if app_env == AppEnv::Development {
@@ -423,6 +527,8 @@ impl Config {
                 cache,
                 practice,
                 civic,
+                media,
+                worker,
                 auth,
                 log,
             })

@@ -67,6 +67,9 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A part of a resource past its end (an upload's chunk index).
+    #[error("{0}")]
+    RangeNotSatisfiable(String),
     /// A dependency (database pool, primary) cannot serve right now; the client may retry.
     #[error("{0}")]
     Unavailable(String),
@@ -121,6 +124,11 @@ impl AppError {
             Self::PayloadTooLarge(d) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
+                d.clone(),
+            ),
+            Self::RangeNotSatisfiable(d) => (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range-not-satisfiable",
                 d.clone(),
             ),
             Self::Unavailable(d) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", d.clone()),

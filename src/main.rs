@@ -34,6 +34,9 @@ struct Cli {
 enum Command {
     /// Serve the HTTP API (configuration from the environment; see .env.example).
     Serve,
+    /// Run background jobs (video transcodes) from the queue until SIGTERM
+    /// (docs/video.md); serves /metrics and /health on WORKER_METRICS_ADDR.
+    Worker,
     /// Apply pending database migrations to main and every shard, then exit.
     Migrate,
     /// Load reference data (cities, exercises) into main and copy exercises to
@@ -167,6 +170,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, "listening");
             server::serve(app, listener, server::shutdown_signal()).await
         }
+        Command::Worker => refbackend::worker::run(config).await,
         Command::Migrate => {
             let db = admin_db(&config)?;
             let result = db::migrate::run_all(&db).await;

@@ -46,6 +46,8 @@ pub struct MetricsInner {
     pub partition_default_rows: IntGaugeVec,
     pub shard_buckets: IntGaugeVec,
     pub shard_write_refusals_total: IntCounterVec,
+    /// The job queue's depth and age (sampled at scrape time) and outcomes.
+    pub jobs: crate::jobs::JobMetrics,
 }
 
 impl Metrics {
@@ -244,6 +246,8 @@ impl Metrics {
                 .register(collector)
                 .expect("metric names are unique");
         }
+        let jobs = crate::jobs::JobMetrics::new();
+        jobs.register(&registry).expect("metric names are unique");
 
         Self {
             inner: Arc::new(MetricsInner {
@@ -269,6 +273,7 @@ impl Metrics {
                 partition_default_rows,
                 shard_buckets,
                 shard_write_refusals_total,
+                jobs,
             }),
         }
     }

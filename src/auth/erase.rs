@@ -290,6 +290,23 @@ async fn erase_on_main(
             .bind(user)
             .fetch_all(&mut *tx)
             .await?;
+    // Video answers go with their media: the prefixes are listed for the
+    // worker's storage sweep in this transaction (docs/video.md).
+    let videos: Vec<Uuid> =
+        sqlx::query_scalar("DELETE FROM video_answers WHERE candidate_id = $1 RETURNING id")
+            .bind(user)
+            .fetch_all(&mut *tx)
+            .await?;
+    let garbage: Vec<String> = videos
+        .iter()
+        .flat_map(|v| {
+            [
+                crate::media::upload_prefix(*v),
+                crate::media::video_prefix(*v),
+            ]
+        })
+        .collect();
+    crate::video::add_garbage(tx, &garbage).await?;
     let mut times = Vec::with_capacity(locked.len());
     let mut ids = Vec::with_capacity(locked.len());
     let (mut ups, mut downs, mut flag_counts, mut answer_counts, mut hots) =

@@ -26,6 +26,7 @@ pub mod review_stats;
 pub mod settings;
 pub mod users;
 pub mod verbs;
+pub mod videos;
 
 use axum::http::Uri;
 use utoipa_axum::router::OpenApiRouter;
@@ -53,6 +54,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(moderation::router())
         .merge(moderation_queue::router())
         .merge(answers::router())
+        .merge(videos::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

@@ -385,6 +385,16 @@ pub async fn moderate_question(
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            // Video answers move by the same rule (one per candidate there).
+            sqlx::query(
+                "UPDATE video_answers SET question_id = $2, updated_at = now()
+                  WHERE question_id = $1
+                    AND candidate_id NOT IN (SELECT candidate_id FROM video_answers WHERE question_id = $2)",
+            )
+            .bind(id)
+            .bind(target_id)
+            .execute(&mut *tx)
+            .await?;
             let answers = i32::try_from(answers).unwrap_or(i32::MAX);
             for (at, q, delta) in [(target_at, target_id, answers), (created_at, id, -answers)] {
                 sqlx::query(

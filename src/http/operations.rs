@@ -277,6 +277,12 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     state.db.update_pool_metrics();
+    // The queue's depth and age for dashboards and autoscaling; a slow or
+    // unreachable primary leaves the last values rather than stall the scrape.
+    let sample = state.metrics.jobs.sample(state.db.write());
+    if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(500), sample).await {
+        tracing::debug!(error = %e, "sampling the job queue failed");
+    }
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

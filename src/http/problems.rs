@@ -33,7 +33,17 @@ pub fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
 
 /// Bounds how long a request may run. The handler's future is dropped at the
 /// deadline, which releases any pooled connection it held.
+/// How long one video chunk upload may take, whatever HTTP_REQUEST_TIMEOUT says.
+pub const CHUNK_UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+
 pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    // A video chunk (up to VIDEO_CHUNK_BYTES) on a slow uplink takes longer
+    // than an API call should.
+    let limit = if crate::http::videos::is_chunk_path(req.uri().path()) {
+        limit.max(CHUNK_UPLOAD_TIMEOUT)
+    } else {
+        limit
+    };
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(response) => response,
         Err(_) => AppError::Timeout.into_response(),

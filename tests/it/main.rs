@@ -35,3 +35,4 @@ mod routing;
 mod settings;
 mod shards;
 mod verbs;
+mod videos;

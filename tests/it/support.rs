@@ -279,6 +279,14 @@ impl TestAppBuilder {
         self.env
             .entry("REDIS_KEY_PREFIX".into())
             .or_insert_with(|| format!("{}:", db.name));
+        // Media of different tests must not meet either: a directory each,
+        // removed with the harness's temporary directory.
+        self.env.entry("MEDIA_STORE_URL".into()).or_insert_with(|| {
+            format!(
+                "file://{}",
+                services().root.join("media").join(&db.name).display()
+            )
+        });
         let env = self.env;
         let config = Config::from_lookup(|k| env.get(k).cloned()).expect("valid test config");
         let app = App::build(config).await.expect("app builds");
@@ -389,6 +397,13 @@ impl BinaryServer {
             .env("HEALTH_CHECK_INTERVAL", "100ms")
             .env("SHUTDOWN_READINESS_DELAY", "0s")
             .env("RUST_LOG", "warn")
+            .env(
+                "MEDIA_STORE_URL",
+                format!(
+                    "file://{}",
+                    services().root.join("media").join(&db.name).display()
+                ),
+            )
             .kill_on_drop(true);
         for (k, v) in extra {
             command.env(k, v);
