@@ -5,6 +5,7 @@ pub mod achievements;
 pub mod admin;
 pub mod answers;
 pub mod auth;
+pub mod ballot;
 pub mod caching;
 pub mod cities;
 pub mod exercises;
@@ -53,6 +54,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(moderation::router())
         .merge(moderation_queue::router())
         .merge(answers::router())
+        .merge(ballot::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.
