@@ -23,6 +23,7 @@ pub mod pagination;
 pub mod practice;
 pub mod problems;
 pub mod questions;
+pub mod rebuttals;
 pub mod review_stats;
 pub mod settings;
 pub mod users;
@@ -55,6 +56,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(moderation_queue::router())
         .merge(answers::router())
         .merge(ballot::router())
+        .merge(rebuttals::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.
