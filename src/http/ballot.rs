@@ -32,7 +32,8 @@ use crate::http::practice::private_json;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(city_ballot, create_election))
+        .routes(routes!(city_ballot))
+        .routes(routes!(create_election))
         .routes(routes!(edit_election))
         .routes(routes!(create_contest))
         .routes(routes!(edit_contest))
@@ -807,10 +808,12 @@ async fn check_candidate_account(tx: &mut PgConnection, user_id: Uuid) -> AppRes
     match role.as_deref() {
         None => Err(AppError::NotFound(format!("No user with id {user_id}"))),
         Some("candidate") => Ok(()),
-        Some(_) => Err(AppError::validation(
-            "user_id",
-            "must be the account of a user with the role candidate",
-        )),
+        // The account's current role, not the request, is in the way (a
+        // promotion makes the same request succeed): a conflict.
+        Some(role) => Err(AppError::Conflict(format!(
+            "User {user_id} has the role {role}; only an account with the role candidate \
+             speaks for a profile."
+        ))),
     }
 }
 
@@ -829,9 +832,9 @@ const PROFILE_TAKEN: &str = "This account already speaks for a profile in this c
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such contest, or no such user", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The account already has a profile in this contest", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The account already has a profile in this contest, or is not a candidate's", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, bio or links, or the user is not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, bio or links", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_candidate(
@@ -939,9 +942,9 @@ pub async fn get_candidate(
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Neither an admin nor this profile's candidate, or a candidate changing more than bio and links", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such profile, or no such user to link", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The account to link already has a profile in this contest", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The account to link already has a profile in this contest, or is not a candidate's", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid name, bio or links, or the user to link is not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid name, bio or links", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn edit_candidate(

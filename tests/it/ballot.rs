@@ -237,7 +237,7 @@ async fn admins_build_a_ballot_that_everyone_reads_and_every_edit_shows_at_once(
     let (member_id, _) = one(&app, "member").await;
     expect(
         &app,
-        422,
+        409,
         Method::POST,
         &candidates,
         &admin,
@@ -369,6 +369,25 @@ async fn admins_build_a_ballot_that_everyone_reads_and_every_edit_shows_at_once(
         "/api/v1/cities/999999/ballot",
         "",
         None,
+    )
+    .await;
+    // Each path takes only its own methods.
+    expect(
+        &app,
+        405,
+        Method::GET,
+        "/api/v1/cities/3/elections",
+        "",
+        None,
+    )
+    .await;
+    expect(
+        &app,
+        405,
+        Method::POST,
+        "/api/v1/cities/3/ballot",
+        &admin,
+        Some(json!({})),
     )
     .await;
     let (status, empty) = app.get_json("/api/v1/cities/4/ballot").await;
