@@ -1,4 +1,4 @@
-"""Schemathesis hooks for scripts/fuzz-api: the two preconditions of this API that
+"""Schemathesis hooks for scripts/fuzz-api: the preconditions of this API that
 no JSON Schema can state, made true for schema-valid (positive) requests, so that
 the positive-data check can hold every operation to "valid input is accepted".
 
@@ -16,6 +16,11 @@ the positive-data check can hold every operation to "valid input is accepted".
    the fuzzer reuses keys across different bodies. A positive case's key gets a
    suffix derived from its method, path and body, so equal keys mean equal
    requests, as the contract requires of clients.
+3. The stateful phase follows links it infers from field names, also
+   from a null field (a question's `contest_id`, an answer's `profile_id`), and
+   would put the text `None` in the path, which is no id a client can send; such
+   a path parameter gets an id that exists nowhere (0, or the nil UUID), so the
+   request is answered 404 like any unknown id.
 
 Loaded with SCHEMATHESIS_HOOKS=fuzz_hooks (PYTHONPATH=scripts); reads
 FUZZ_BASE_URL and FUZZ_TOKEN (an admin's access token) from the environment.
@@ -163,8 +168,21 @@ def real_contest(case):
         del case.body["contest_id"]
 
 
+# Paths whose {id} is an integer (the other ids are UUIDs).
+INTEGER_ID_PATHS = ("/api/v1/cities/", "/api/v1/elections/", "/api/v1/contests/")
+
+
+def no_null_path_ids(case):
+    params = case.path_parameters or {}
+    for name, value in params.items():
+        if value is None:
+            params[name] = 0 if case.path.startswith(INTEGER_ID_PATHS) and name == "id" \
+                else "00000000-0000-0000-0000-000000000000"
+
+
 @schemathesis.hook
 def map_case(context, case):
+    no_null_path_ids(case)
     if not is_positive(case):
         return case
     real_contest(case)
