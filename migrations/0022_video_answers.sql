@@ -14,6 +14,8 @@ CREATE TABLE video_answers (
     id             uuid        PRIMARY KEY,
     question_id    uuid        NOT NULL,
     candidate_id   uuid        NOT NULL REFERENCES users (id),
+    -- The ballot profile the candidate answered as (src/civic/ballot.rs).
+    profile_id     uuid        REFERENCES candidate_profiles (id),
     -- uploading -> uploaded (queued) -> processing -> ready | failed
     status         text        NOT NULL DEFAULT 'uploading',
     size_bytes     bigint      NOT NULL,

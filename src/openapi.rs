@@ -54,7 +54,7 @@ pub fn base() -> utoipa::openapi::OpenApi {
 /// deny_unknown_fields)]`): utoipa renders each variant as an object in a
 /// `oneOf` but does not carry `deny_unknown_fields` over, so the document
 /// would allow extra fields the server refuses.
-const CLOSED_TAGGED_UNIONS: &[&str] = &["ModerationRequest"];
+const CLOSED_TAGGED_UNIONS: &[&str] = &["ModerationRequest", "NewContest"];
 
 /// Marks the variants of [`CLOSED_TAGGED_UNIONS`] `additionalProperties:
 /// false`, as the server treats them. Run on the finished document (the

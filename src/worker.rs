@@ -60,8 +60,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let worker = &config.worker;
     let db = PgPoolOptions::new()
-        .max_connections(u32::try_from(worker.concurrency * 2 + 2).unwrap_or(8))
-        .acquire_timeout(Duration::from_secs(5))
+        // Per loop: the job's queries and its lease renewals; plus the
+        // LISTEN connection (held for good), the sweeper and /health.
+        .max_connections(u32::try_from(worker.concurrency * 2 + 3).unwrap_or(8))
+        .acquire_timeout(Duration::from_secs(10))
         .connect(config.database.primary_url.expose())
         .await
         .context("connecting to the database")?;

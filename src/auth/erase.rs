@@ -22,8 +22,12 @@
 //!    account, and deletes the account row (the rest cascades). Questions
 //!    stay: others voted on and answered them. Answers go: a statement
 //!    without its candidate means nothing on a ballot (and a question holds
-//!    one answer per author).
-//! 3. Leaderboards and cached question pages follow.
+//!    one answer per author); so do the account's rebuttals, and other
+//!    candidates' rebuttals of its answers (with the answers). Its candidate
+//!    profiles stay on the ballot (administrators' data: the name, the
+//!    contest) but are unlinked from the account, so no one answers as them
+//!    until an administrator links another account.
+//! 3. Leaderboards, cached question pages and ballots follow.
 //!
 //! Every step is idempotent. A deadlock with a write that was already in
 //! flight (the account is inactive, so only one started before step 0) makes
@@ -54,6 +58,10 @@ pub struct Erased {
     pub flags: usize,
     pub questions: u64,
     pub answers: usize,
+    /// The account's own rebuttals (rebuttals of its answers go with them).
+    pub rebuttals: u64,
+    /// Candidate profiles unlinked from the account.
+    pub profiles_unlinked: u64,
 }
 
 /// How a deletion request ended.
@@ -130,6 +138,12 @@ async fn finish(state: &AppState, user: Uuid) -> AppResult<Erased> {
     let erased = erase_rows(&state.db, user).await?;
     state.leaderboard.remove(user).await;
     crate::http::questions::after_write(state, user).await;
+    // Profiles show whether an account speaks for them. (An interrupted
+    // deletion finished by maintenance unlinks without this: the ballot
+    // cache then shows the old link for at most its TTL.)
+    if erased.profiles_unlinked > 0 {
+        crate::http::ballot::ballot_changed(state).await;
+    }
     Ok(erased)
 }
 
@@ -285,6 +299,19 @@ async fn erase_on_main(
             .bind(user)
             .fetch_all(&mut *tx)
             .await?;
+    // Counted nowhere (answer pages count them when read): no lock needed.
+    let rebuttals = sqlx::query("DELETE FROM rebuttals WHERE author_id = $1")
+        .bind(user)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let profiles_unlinked = sqlx::query(
+        "UPDATE candidate_profiles SET user_id = NULL, updated_at = now() WHERE user_id = $1",
+    )
+    .bind(user)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     let answered: Vec<Uuid> =
         sqlx::query_scalar("DELETE FROM answers WHERE candidate_id = $1 RETURNING question_id")
             .bind(user)
@@ -385,5 +412,7 @@ async fn erase_on_main(
         flags: flags.len(),
         questions,
         answers: answered.len(),
+        rebuttals,
+        profiles_unlinked,
     }))
 }

@@ -29,15 +29,19 @@ pub enum Namespace {
     Questions,
     /// Popular questions across cities.
     Popular,
+    /// CivicQ ballots: elections, contests and candidate profiles (change
+    /// only when an administrator or a candidate edits them).
+    Ballot,
 }
 
 impl Namespace {
-    pub const ALL: [Namespace; 5] = [
+    pub const ALL: [Namespace; 6] = [
         Namespace::Cities,
         Namespace::Verbs,
         Namespace::Exercises,
         Namespace::Questions,
         Namespace::Popular,
+        Namespace::Ballot,
     ];
 
     pub const fn key(self) -> &'static str {
@@ -47,6 +51,7 @@ impl Namespace {
             Namespace::Exercises => "exercises",
             Namespace::Questions => "questions",
             Namespace::Popular => "popular",
+            Namespace::Ballot => "ballot",
         }
     }
 
@@ -66,6 +71,8 @@ impl Namespace {
             Namespace::Exercises => (30, 600),
             Namespace::Questions => (2, 30),
             Namespace::Popular => (2, 15),
+            // Every edit invalidates it at once: kept as long as cities.
+            Namespace::Ballot => (30, 600),
         };
         Ttls {
             l1: Duration::from_secs(l1),

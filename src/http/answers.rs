@@ -1,5 +1,7 @@
 //! CivicQ candidate answers: one per candidate per question (a unique
-//! constraint), editable, every version kept in `answer_revisions`.
+//! constraint), editable, every version kept in `answer_revisions`. Only a
+//! candidate on the question's ballot answers (and edits):
+//! [`crate::civic::ballot::ensure_may_answer`].
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,6 +16,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{AuthUser, Role};
+use crate::civic::ballot::ensure_may_answer;
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, Problem};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
@@ -47,11 +50,16 @@ pub struct AnswerView {
     pub question_id: Uuid,
     pub candidate_id: Uuid,
     pub candidate_name: String,
+    /// The candidate profile the answer was given as (null for answers
+    /// older than profiles).
+    pub profile_id: Option<Uuid>,
     pub body: String,
     /// 1 for the original; each edit adds one (all versions are kept).
     pub revision: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Other candidates' replies (`GET /answers/{id}/rebuttals`).
+    pub rebuttal_count: i64,
 }
 
 fn answer_body(raw: &str) -> AppResult<String> {
@@ -67,10 +75,26 @@ fn answer_body(raw: &str) -> AppResult<String> {
 }
 
 const ANSWER_COLUMNS: &str = "a.id, a.question_id, a.candidate_id, u.display_name AS candidate_name, \
-     a.body, a.revision, a.created_at, a.updated_at";
+     a.profile_id, a.body, a.revision, a.created_at, a.updated_at, \
+     (SELECT count(*) FROM rebuttals r WHERE r.answer_id = a.id) AS rebuttal_count";
 
-/// A candidate answers a question (role candidate; one answer per question —
-/// edit it with PUT).
+/// The (city, contest) of a question locked by `lock_open_question`.
+pub(crate) async fn question_ballot(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    created_at: DateTime<Utc>,
+) -> AppResult<(i64, Option<i64>)> {
+    sqlx::query_as("SELECT city_id, contest_id FROM questions WHERE created_at = $1 AND id = $2")
+        .bind(created_at)
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))
+}
+
+/// A candidate answers a question (role candidate, with a candidate profile
+/// in a contest of the question's city — in the question's contest if it
+/// targets one; one answer per question — edit it with PUT).
 #[utoipa::path(post, path = "/questions/{id}/answers", tag = "civic",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Question id")),
@@ -79,7 +103,7 @@ const ANSWER_COLUMNS: &str = "a.id, a.question_id, a.candidate_id, u.display_nam
         (status = 201, description = "The answer", body = AnswerView),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate, or not one on this question's ballot (its city, or its contest)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already answered (edit it instead), or the question was merged", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -97,15 +121,19 @@ pub async fn post_answer(
     let created_at = question_key(question_id)?;
     let mut tx = state.db.write().begin().await?;
     lock_open_question(&mut tx, question_id, created_at, &user, "answers").await?;
+    let (city_id, contest_id) = question_ballot(&mut tx, question_id, created_at).await?;
+    let profile_id = ensure_may_answer(&mut tx, city_id, contest_id, &user).await?;
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
-        "INSERT INTO answers (id, question_id, candidate_id, body) VALUES ($1, $2, $3, $4)
+        "INSERT INTO answers (id, question_id, candidate_id, body, profile_id)
+         VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT ON CONSTRAINT answers_one_per_candidate DO NOTHING",
     )
     .bind(id)
     .bind(question_id)
     .bind(user.id)
     .bind(&body)
+    .bind(profile_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -140,7 +168,8 @@ pub async fn post_answer(
     Ok(response)
 }
 
-/// Edits the caller's answer to a question, keeping the previous versions.
+/// Edits the caller's answer to a question, keeping the previous versions
+/// (while the caller may still answer it: the same rule as posting).
 #[utoipa::path(put, path = "/questions/{id}/answers/mine", tag = "civic",
     security(("bearer" = [])),
     params(("id" = Uuid, Path, description = "Question id")),
@@ -149,7 +178,7 @@ pub async fn post_answer(
         (status = 200, description = "The edited answer", body = AnswerView),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a candidate", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate, or no longer one on this question's ballot", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such question (or hidden or removed), or you have not answered it", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The question was merged (or, to a moderator, is hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
@@ -169,6 +198,8 @@ pub async fn edit_answer(
     // The same lock and check as posting: no edits on a hidden, removed or
     // merged question, and none racing a merge that moves the answers.
     lock_open_question(&mut tx, question_id, created_at, &user, "answer edits").await?;
+    let (city_id, contest_id) = question_ballot(&mut tx, question_id, created_at).await?;
+    ensure_may_answer(&mut tx, city_id, contest_id, &user).await?;
     let updated: Option<(Uuid, i32)> = sqlx::query_as(
         "UPDATE answers SET body = $3, revision = revision + 1, updated_at = now()
           WHERE question_id = $1 AND candidate_id = $2 AND body <> $3

@@ -5,6 +5,7 @@ pub mod achievements;
 pub mod admin;
 pub mod answers;
 pub mod auth;
+pub mod ballot;
 pub mod caching;
 pub mod cities;
 pub mod exercises;
@@ -22,6 +23,7 @@ pub mod pagination;
 pub mod practice;
 pub mod problems;
 pub mod questions;
+pub mod rebuttals;
 pub mod review_stats;
 pub mod settings;
 pub mod users;
@@ -54,6 +56,8 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(moderation::router())
         .merge(moderation_queue::router())
         .merge(answers::router())
+        .merge(ballot::router())
+        .merge(rebuttals::router())
         .merge(videos::router())
 }
 

@@ -7,8 +7,12 @@
 //!   `remove`, or `merge` into another question of the same city. Merging
 //!   moves votes without double counting: a user who voted on both keeps
 //!   their vote on the target; the target's counters are recomputed from its
-//!   votes, and answers move too (one per candidate on the target). Every
-//!   action is written to `moderation_log` in its transaction.
+//!   votes, and answers move too (one per candidate on the target), with
+//!   their rebuttals. A question addressed to a contest merges only into one
+//!   addressed to the same contest or to none (its answers came from that
+//!   contest's candidates, who are candidates of the city); one addressed to
+//!   none merges only into one addressed to none. Every action is written to
+//!   `moderation_log` in its transaction.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -222,7 +226,7 @@ pub struct ModerationResult {
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Not a moderator", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such question (or target)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already merged, or target not mergeable", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already merged, or target not mergeable (not visible, another city, or addressed to another contest)", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Missing or invalid target/reason", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
@@ -255,10 +259,11 @@ pub async fn moderate_question(
         keys.push(t);
     }
     keys.sort_by_key(|(q, _)| *q);
-    let mut found: Vec<(Uuid, i64, String)> = Vec::new();
+    let mut found: Vec<(Uuid, i64, String, Option<i64>)> = Vec::new();
     for (q, at) in &keys {
-        let row: Option<(Uuid, i64, String)> = sqlx::query_as(
-            "SELECT id, city_id, status FROM questions WHERE created_at = $1 AND id = $2 FOR UPDATE",
+        let row: Option<(Uuid, i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT id, city_id, status, contest_id FROM questions
+              WHERE created_at = $1 AND id = $2 FOR UPDATE",
         )
         .bind(at)
         .bind(q)
@@ -268,7 +273,7 @@ pub async fn moderate_question(
     }
     let this = found
         .iter()
-        .find(|(q, _, _)| *q == id)
+        .find(|(q, _, _, _)| *q == id)
         .cloned()
         .ok_or_else(|| AppError::NotFound(format!("No question with id {id}")))?;
     if this.2 == "merged" {
@@ -309,12 +314,21 @@ pub async fn moderate_question(
                 target.ok_or_else(|| AppError::validation("target_id", "is required to merge"))?;
             let target_row = found
                 .iter()
-                .find(|(q, _, _)| *q == target_id)
+                .find(|(q, _, _, _)| *q == target_id)
                 .cloned()
                 .ok_or_else(|| AppError::NotFound(format!("No question with id {target_id}")))?;
             if target_row.1 != this.1 {
                 return Err(AppError::Conflict(
                     "Only questions of the same city can be merged.".into(),
+                ));
+            }
+            // Answers move with the merge: the target must not be addressed
+            // to candidates other than the ones who could answer the source.
+            if target_row.3.is_some() && target_row.3 != this.3 {
+                return Err(AppError::Conflict(
+                    "The target question is addressed to another contest (or this one to \
+                     none); merge into a question of the same contest or of none."
+                        .into(),
                 ));
             }
             if target_row.2 != "visible" {

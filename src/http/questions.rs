@@ -67,6 +67,10 @@ pub fn created_at_of(id: Uuid) -> Option<DateTime<Utc>> {
 pub struct QuestionView {
     pub id: Uuid,
     pub city_id: i64,
+    /// The contest of the city's ballot the question is addressed to (only
+    /// that contest's candidates answer it), or null for every candidate of
+    /// the city.
+    pub contest_id: Option<i64>,
     pub author_id: Uuid,
     pub author_name: String,
     pub body: String,
@@ -83,7 +87,7 @@ pub struct QuestionView {
     pub created_at: DateTime<Utc>,
 }
 
-pub(crate) const VIEW_COLUMNS: &str = "q.id, q.city_id, q.author_id, u.display_name AS author_name, q.body, \
+pub(crate) const VIEW_COLUMNS: &str = "q.id, q.city_id, q.contest_id, q.author_id, u.display_name AS author_name, q.body, \
      q.tags, q.status, q.merged_into, q.upvotes, q.downvotes, q.score, q.answer_count, q.created_at";
 
 /// One question with the caller's own vote.
@@ -122,6 +126,12 @@ pub struct NewQuestion {
     /// can offer to upvote it instead.
     #[serde(default)]
     pub reject_duplicates: bool,
+    /// Addresses the question to one contest of the city's ballot (a
+    /// contest of an election of this city, else 422): only its candidates
+    /// answer it. Null or absent: every candidate of the city.
+    #[serde(default, deserialize_with = "crate::http::extract::optional_integer")]
+    #[schema(minimum = 1)]
+    pub contest_id: Option<i64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -191,6 +201,20 @@ async fn similar_in<'e, E: sqlx::PgExecutor<'e>>(
             similarity,
         })
         .collect())
+}
+
+/// Whether `contest_id` is a contest of an election of city `city_id`, read
+/// from the primary (an administrator may have just added it). A contest
+/// never changes election, nor an election city, so the answer stays true.
+async fn contest_in_city(state: &AppState, city_id: i64, contest_id: i64) -> AppResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM contests c JOIN elections e ON e.id = c.election_id
+                         WHERE c.id = $1 AND e.city_id = $2)",
+    )
+    .bind(contest_id)
+    .bind(city_id)
+    .fetch_one(state.db.write())
+    .await?)
 }
 
 async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
@@ -265,6 +289,15 @@ pub async fn create_question(
         return Err(AppError::Validation(errors));
     };
     city_exists(&state, city_id).await?;
+    if let Some(contest_id) = request.contest_id {
+        contest_in_city(&state, city_id, contest_id)
+            .await?
+            .then_some(())
+            .ok_or_else(|| {
+                AppError::validation("contest_id", "is not a contest of an election of this city")
+            })?;
+    }
+    let contest_id = request.contest_id;
     let fingerprint =
         idempotency::fingerprint("POST", &format!("/cities/{city_id}/questions"), &request)?;
     let guard = key.as_ref().map(|key| Guard {
@@ -335,8 +368,8 @@ pub async fn create_question(
                 }
             }
             sqlx::query(
-                "INSERT INTO questions (created_at, id, city_id, author_id, body, tags, hot)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO questions (created_at, id, city_id, author_id, body, tags, hot, contest_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(created_at)
             .bind(id)
@@ -345,6 +378,7 @@ pub async fn create_question(
             .bind(&body)
             .bind(&tags)
             .bind(ranking::hot(0, created_at))
+            .bind(contest_id)
             .execute(&mut *tx)
             .await?;
             let question = load_question(tx, id).await?;
@@ -406,6 +440,10 @@ pub struct ListQuery {
     /// Opaque: only a value this list returned is valid.
     #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]*$")]
     pub cursor: Option<String>,
+    /// Only the questions addressed to this contest of the city's ballot
+    /// (404 if it is not one).
+    #[param(value_type = Option<i64>, minimum = 1)]
+    pub contest_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -416,15 +454,16 @@ pub struct QuestionPage {
 }
 
 /// The visible questions of a city, by `top`, `new` or `hot`, with keyset
-/// pagination. Public and cached; a vote shows here within seconds.
+/// pagination; with `contest_id`, only those addressed to that contest.
+/// Public and cached; a vote shows here within seconds.
 #[utoipa::path(get, path = "/cities/{id}/questions", tag = "civic",
     params(("id" = i64, Path, description = "City id"), ListQuery),
     responses(
         (status = 200, description = "A page of questions", body = QuestionPage),
         (status = 304, description = "Not modified (If-None-Match)"),
         (status = 400, description = "Malformed query or id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such city", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid sort, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such city, or no such contest in it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid sort, limit, cursor or contest id", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Database unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_city_questions(
@@ -438,6 +477,13 @@ pub async fn list_city_questions(
         Some(raw) => Sort::from_key(raw)
             .ok_or_else(|| AppError::validation("sort", "must be top, new or hot"))?,
     };
+    let contest_id = match query.contest_id.as_deref() {
+        None => None,
+        Some(raw) => Some(
+            crate::http::pagination::bounded_int(raw, 1..=i64::MAX)
+                .ok_or_else(|| AppError::validation("contest_id", "must be a positive integer"))?,
+        ),
+    };
     let page_query = PageQuery {
         limit: query.limit.clone(),
         cursor: query.cursor.clone(),
@@ -449,7 +495,8 @@ pub async fn list_city_questions(
         Sort::Hot => page_query.parse::<(f64, Uuid)>()?.limit,
     };
     let key = format!(
-        "city:{city_id}:{}:{limit}:{}",
+        "city:{city_id}:{}:{}:{limit}:{}",
+        contest_id.map(|c| c.to_string()).unwrap_or_default(),
         sort.key(),
         page_query.cursor.as_deref().unwrap_or("")
     );
@@ -457,7 +504,14 @@ pub async fn list_city_questions(
         .cache
         .get_or_load(Namespace::Questions, &key, || async {
             city_exists(&state, city_id).await?;
-            load_city_page(&state, city_id, sort, &page_query).await
+            if let Some(contest_id) = contest_id
+                && !contest_in_city(&state, city_id, contest_id).await?
+            {
+                return Err(AppError::NotFound(format!(
+                    "No contest with id {contest_id} in city {city_id}"
+                )));
+            }
+            load_city_page(&state, city_id, contest_id, sort, &page_query).await
         })
         .await?;
     Ok(cached.respond(&headers, LIST_CACHE))
@@ -466,14 +520,26 @@ pub async fn list_city_questions(
 async fn load_city_page(
     state: &AppState,
     city_id: i64,
+    contest_id: Option<i64>,
     sort: Sort,
     page_query: &PageQuery,
 ) -> AppResult<QuestionPage> {
     let freshness = state.write_tokens.freshness_scope(LISTS_SCOPE).await;
-    let base = format!(
-        "SELECT {VIEW_COLUMNS}, q.hot FROM questions q JOIN users u ON u.id = q.author_id
-          WHERE q.city_id = $1 AND q.status = 'visible'"
-    );
+    // A contest's list is its own statement (not `$7 IS NULL OR ...`), so
+    // that its plan uses the contest's partial indexes (questions_contest_*),
+    // whose keys follow each sort's as the city's do. The contest is one of
+    // the city's (checked by the caller), so `city_id` only restates it.
+    let base = match contest_id {
+        None => format!(
+            "SELECT {VIEW_COLUMNS}, q.hot FROM questions q JOIN users u ON u.id = q.author_id
+              WHERE q.city_id = $1 AND q.status = 'visible'"
+        ),
+        Some(_) => format!(
+            "SELECT {VIEW_COLUMNS}, q.hot FROM questions q JOIN users u ON u.id = q.author_id
+              WHERE q.contest_id = $7 AND q.contest_id IS NOT NULL AND q.city_id = $1
+                AND q.status = 'visible'"
+        ),
+    };
     // One statement per sort; an absent cursor binds NULLs that switch the
     // keyset predicate off. Each ORDER BY matches a partial index.
     let (sql, cursor) = match sort {
@@ -532,15 +598,17 @@ async fn load_city_page(
         .read_consistent(freshness, |pool| {
             let sql = sql.clone();
             async move {
-                sqlx::query_as::<_, HotRow>(sqlx::AssertSqlSafe(sql))
+                let query = sqlx::query_as::<_, HotRow>(sqlx::AssertSqlSafe(sql))
                     .bind(city_id)
                     .bind(after.and_then(|c| c.t))
                     .bind(after.and_then(|c| c.score))
                     .bind(after.and_then(|c| c.hot))
                     .bind(after.map(|c| c.id))
-                    .bind(limit + 1)
-                    .fetch_all(&pool)
-                    .await
+                    .bind(limit + 1);
+                match contest_id {
+                    Some(contest) => query.bind(contest).fetch_all(&pool).await,
+                    None => query.fetch_all(&pool).await,
+                }
             }
         })
         .await?;

@@ -265,6 +265,8 @@ pub async fn delete_me(
         flags = erased.flags,
         questions = erased.questions,
         answers = erased.answers,
+        rebuttals = erased.rebuttals,
+        profiles_unlinked = erased.profiles_unlinked,
         "account deleted"
     );
     state

@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::{AuthUser, Role};
+use crate::civic::ballot::ensure_may_answer;
 use crate::error::{AppError, AppResult, Problem};
+use crate::http::answers::question_ballot;
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::moderation::question_key;
 use crate::http::practice::{private_json, remember_write};
@@ -85,6 +87,8 @@ pub struct VideoAnswerView {
     pub question_id: Uuid,
     pub candidate_id: Uuid,
     pub candidate_name: String,
+    /// The candidate's ballot profile (GET /candidates/{id}).
+    pub profile_id: Option<Uuid>,
     /// uploading | uploaded (queued) | processing | ready | failed
     pub status: String,
     pub size_bytes: i64,
@@ -118,6 +122,7 @@ struct VideoRow {
     question_id: Uuid,
     candidate_id: Uuid,
     candidate_name: String,
+    profile_id: Option<Uuid>,
     status: String,
     size_bytes: i64,
     chunk_bytes: i32,
@@ -136,7 +141,7 @@ struct VideoRow {
 }
 
 const VIDEO_COLUMNS: &str = "v.id, v.question_id, v.candidate_id, u.display_name AS candidate_name, \
-     v.status, v.size_bytes, v.chunk_bytes, v.chunk_count, v.container, v.duration_ms, v.width, \
+     v.profile_id, v.status, v.size_bytes, v.chunk_bytes, v.chunk_count, v.container, v.duration_ms, v.width, \
      v.height, v.renditions, v.master_key, v.poster_key, v.failure, v.created_at, v.updated_at, v.ready_at";
 
 impl VideoRow {
@@ -147,6 +152,7 @@ impl VideoRow {
             question_id: self.question_id,
             candidate_id: self.candidate_id,
             candidate_name: self.candidate_name,
+            profile_id: self.profile_id,
             status: self.status,
             size_bytes: self.size_bytes,
             chunk_bytes: self.chunk_bytes,
@@ -204,7 +210,7 @@ fn not_found(id: Uuid) -> AppError {
         (status = 201, description = "The upload, waiting for its chunks", body = VideoAnswerView),
         (status = 400, description = "Malformed JSON or id", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not signed in", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a candidate (for this question's city or contest)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a candidate on this question's ballot (its city, or its contest)", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such question (or hidden or removed)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "You already have a video answer here, or the question was merged", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than VIDEO_MAX_BYTES", body = Problem, content_type = "application/problem+json"),
@@ -236,10 +242,13 @@ pub async fn create_video_answer(
     let created_at = question_key(question_id)?;
     let mut tx = state.db.write().begin().await?;
     lock_open_question(&mut tx, question_id, created_at, &user, "answers").await?;
+    // The same rule as text answers: a candidate on this question's ballot.
+    let (city_id, contest_id) = question_ballot(&mut tx, question_id, created_at).await?;
+    let profile_id = ensure_may_answer(&mut tx, city_id, contest_id, &user).await?;
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
-        "INSERT INTO video_answers (id, question_id, candidate_id, size_bytes, chunk_bytes, chunk_count)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO video_answers (id, question_id, candidate_id, size_bytes, chunk_bytes, chunk_count, profile_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT ON CONSTRAINT video_answers_one_per_candidate DO NOTHING",
     )
     .bind(id)
@@ -248,6 +257,7 @@ pub async fn create_video_answer(
     .bind(size)
     .bind(i32::try_from(chunk_bytes).unwrap_or(i32::MAX))
     .bind(i32::try_from(chunk_count).unwrap_or(i32::MAX))
+    .bind(profile_id)
     .execute(&mut *tx)
     .await?
     .rows_affected();

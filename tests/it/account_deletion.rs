@@ -163,6 +163,8 @@ async fn deleting_an_account_leaves_no_row_of_it_anywhere_and_keeps_every_count_
         .await
         .expect("role");
     app.state.auth.accounts.forget(alice).await;
+    let contest = app.contest_in(1).await;
+    let profile = app.profile_for(alice, contest).await;
     let candidate = app
         .state
         .auth
@@ -222,6 +224,10 @@ async fn deleting_an_account_leaves_no_row_of_it_anywhere_and_keeps_every_count_
         refbackend::http::questions::created_at_of(bobs.parse().expect("uuid")).expect("v7");
     assert!((hot - refbackend::civic::ranking::hot(0, created)).abs() < 1e-9);
     assert_eq!(counters(&app, &flagged).await.2, 0);
+    // Her candidate profile stays on the ballot, unlinked.
+    let (status, kept) = app.get_json(&format!("/api/v1/candidates/{profile}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(kept["user_id"], Value::Null, "{kept}");
     // Her question stays, asked by "Deleted user", with Bob's vote.
     let (status, question) = app.get_json(&format!("/api/v1/questions/{hers}")).await;
     assert_eq!(status, 200);
@@ -263,6 +269,90 @@ async fn deleting_an_account_leaves_no_row_of_it_anywhere_and_keeps_every_count_
         .await
         .expect("zscore");
     assert_eq!(score, None);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn deleting_a_candidate_removes_their_rebuttals_and_the_rebuttals_of_their_answers() {
+    let app = app().await;
+    let (alice, _, _) = register(&app, "candidate-alice@example.com").await;
+    let (_, bob, _) = register(&app, "bob@example.com").await;
+    sqlx::query("UPDATE users SET role = 'candidate' WHERE id = $1")
+        .bind(alice)
+        .execute(app.state.db.write())
+        .await
+        .expect("role");
+    app.state.auth.accounts.forget(alice).await;
+    let alice_token = app
+        .state
+        .auth
+        .jwt
+        .issue(alice, "candidate")
+        .expect("token")
+        .token;
+    let contest = app.contest_in(1).await;
+    let profile = app.profile_for(alice, contest).await;
+    let (carol, carol_token) = app.users_with_role(1, "candidate").await.remove(0);
+    app.profile_for(carol, contest).await;
+    let question = ask(&app, &bob, "Will the new tram line reach the airport?").await;
+    let answer = |token: String, body: &'static str| {
+        let (app, question) = (&app, &question);
+        async move {
+            let (status, answer) = send(
+                app,
+                reqwest::Method::POST,
+                &format!("/api/v1/questions/{question}/answers"),
+                &token,
+                Some(json!({"body": body})),
+            )
+            .await;
+            assert_eq!(status, 201, "{answer}");
+            answer["id"].as_str().expect("id").to_owned()
+        }
+    };
+    let alices = answer(alice_token.clone(), "Yes, by 2030.").await;
+    let carols = answer(carol_token.clone(), "No, it cannot.").await;
+    // Each rebuts the other.
+    for (token, target) in [(&alice_token, &carols), (&carol_token, &alices)] {
+        ok(
+            &app,
+            reqwest::Method::POST,
+            &format!("/api/v1/answers/{target}/rebuttals"),
+            token,
+            json!({"body": "I disagree."}),
+        )
+        .await;
+    }
+    assert_eq!(counters(&app, &question).await.3, 2);
+    let (_, linked) = app.get_json(&format!("/api/v1/candidates/{profile}")).await;
+    assert_eq!(linked["user_id"], alice.to_string());
+
+    let (status, body) = send(
+        &app,
+        reqwest::Method::DELETE,
+        "/api/v1/users/me",
+        &alice_token,
+        Some(json!({"password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+
+    assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
+    let rebuttals: i64 = sqlx::query_scalar("SELECT count(*) FROM rebuttals")
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+    assert_eq!(rebuttals, 0, "hers, and Carol's of her answer");
+    assert_eq!(counters(&app, &question).await.3, 1);
+    let (_, answers) = app
+        .get_json(&format!("/api/v1/questions/{question}/answers"))
+        .await;
+    assert_eq!(answers["items"][0]["id"], carols.as_str());
+    assert_eq!(answers["items"][0]["rebuttal_count"], 0);
+    // Her profile stays on the ballot, unlinked (and the cached ballot
+    // shows it at once).
+    let (_, kept) = app.get_json(&format!("/api/v1/candidates/{profile}")).await;
+    assert_eq!(kept["user_id"], Value::Null, "{kept}");
     app.stop().await;
 }
 

@@ -15,6 +15,7 @@ mod achievements;
 mod auth;
 mod backup;
 mod balancer;
+mod ballot;
 mod cache;
 mod capacity;
 mod chaos;

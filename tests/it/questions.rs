@@ -737,7 +737,7 @@ async fn merging_a_duplicate_moves_votes_without_double_counting() {
 async fn candidates_answer_once_and_edits_keep_their_history() {
     let app = app().await;
     let members = members(&app, 1).await;
-    let candidates = with_role(&app, 1, "candidate").await;
+    let candidates = app.candidates_in(1, 9).await;
     let created = ask(
         &app,
         &members[0].1,
@@ -1095,7 +1095,7 @@ async fn all_pages(app: &TestApp, first: &str) -> Vec<Value> {
 async fn popular_similar_and_answers_are_item_envelopes_with_working_cursors() {
     let app = app().await;
     let users = members(&app, 1).await;
-    let candidates = with_role(&app, 3, "candidate").await;
+    let candidates = app.candidates_in(3, 13).await;
     let mut ids = Vec::new();
     for (city, topic) in [
         (13, "bus shelters"),
@@ -1195,7 +1195,7 @@ async fn hidden_removed_and_merged_questions_are_not_served_to_residents_but_mod
     let (author, flagger) = (&users[0].1, &users[1].1);
     let moderator = &with_role(&app, 1, "moderator").await[0].1;
     let admin = &with_role(&app, 1, "admin").await[0].1;
-    let candidate = &with_role(&app, 1, "candidate").await[0].1;
+    let candidate = &app.candidates_in(1, 15).await[0].1;
     let id_of = |created: &Value| created["question"]["id"].as_str().expect("id").to_owned();
     let hidden = id_of(
         &ask(
@@ -1337,7 +1337,7 @@ async fn a_candidate_sees_their_edit_and_its_history_at_once_while_the_replica_i
     )
     .await;
     let member = &members(&app, 1).await[0].1;
-    let candidate = &with_role(&app, 1, "candidate").await[0].1;
+    let candidate = &app.candidates_in(1, 16).await[0].1;
     let created = ask(
         &app,
         member,
@@ -1469,7 +1469,7 @@ async fn removing_a_question_takes_it_out_of_every_list_and_is_audited() {
     .await;
     let id = created["question"]["id"].as_str().expect("id").to_owned();
     vote(&app, &users[1].1, &id, 1).await;
-    let candidate = &with_role(&app, 1, "candidate").await[0];
+    let candidate = &app.candidates_in(1, 17).await[0];
     let (status, answer) = send(
         &app,
         reqwest::Method::POST,

@@ -112,6 +112,52 @@ impl TestApp {
             .collect()
     }
 
+    /// A new contest (an office with one seat) on `city`'s ballot, in a new
+    /// election, inserted directly: its id.
+    pub async fn contest_in(&self, city: i64) -> i64 {
+        sqlx::query_scalar(
+            "WITH e AS (
+                 INSERT INTO elections (city_id, name, election_date)
+                 VALUES ($1, 'Election ' || gen_random_uuid(), current_date + 30)
+                 RETURNING id)
+             INSERT INTO contests (election_id, kind, title, seats)
+             SELECT id, 'office', 'Mayor', 1 FROM e
+             RETURNING id",
+        )
+        .bind(city)
+        .fetch_one(self.state.db.write())
+        .await
+        .expect("contest")
+    }
+
+    /// A candidate profile in `contest` linked to the account `user`: its id.
+    pub async fn profile_for(&self, user: uuid::Uuid, contest: i64) -> uuid::Uuid {
+        let id = uuid::Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO candidate_profiles (id, contest_id, user_id, display_name)
+             VALUES ($1, $2, $3, 'Candidate ' || $3::text)",
+        )
+        .bind(id)
+        .bind(contest)
+        .bind(user)
+        .execute(self.state.db.write())
+        .await
+        .expect("candidate profile");
+        id
+    }
+
+    /// `n` candidate accounts, each with a profile in one new contest on
+    /// `city`'s ballot, so they may answer the city's questions: (user id,
+    /// token), as [`TestApp::users_with_role`].
+    pub async fn candidates_in(&self, n: usize, city: i64) -> Vec<(uuid::Uuid, String)> {
+        let candidates = self.users_with_role(n, "candidate").await;
+        let contest = self.contest_in(city).await;
+        for (id, _) in &candidates {
+            self.profile_for(*id, contest).await;
+        }
+        candidates
+    }
+
     /// Registers a member and returns (user id, access token).
     pub async fn register_member(&self, email: &str) -> (String, String) {
         let response = self

@@ -75,7 +75,7 @@ async fn candidate_and_question(app: &TestApp) -> (Uuid, String, String) {
     .await;
     assert_eq!(status, 201, "{created}");
     let question = created["question"]["id"].as_str().expect("id").to_owned();
-    let (candidate, token) = app.users_with_role(1, "candidate").await.remove(0);
+    let (candidate, token) = app.candidates_in(1, 1).await.remove(0);
     (candidate, token, question)
 }
 
@@ -282,6 +282,23 @@ fn media_store(url: &str, s3: S3Settings) -> MediaStore {
     .expect("store")
 }
 
+/// Waits until the storage garbage list is empty: the worker deletes media
+/// just after committing the state change the test has already seen.
+async fn wait_for_gc(app: &TestApp) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending: i64 = sqlx::query_scalar("SELECT count(*) FROM storage_gc")
+            .fetch_one(app.state.db.write())
+            .await
+            .expect("gc");
+        if pending == 0 {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{pending} prefixes never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Checks a ready answer: its renditions through the API's `/media`, read
 /// by ffprobe; the stored keys (exactly what the playlists name, no source
 /// chunks left); the job finished once.
@@ -339,6 +356,7 @@ async fn check_ready(app: &TestApp, store: &MediaStore, ready: &Value, expect: &
     assert!(ready["duration_seconds"].as_f64().expect("duration") > 1.5);
 
     // Storage: every segment a playlist names exists, nothing else does.
+    wait_for_gc(app).await;
     let keys: Vec<String> = store
         .list(&format!("videos/{id}/"))
         .await
@@ -571,6 +589,9 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_nothing_behind() {
     // Only candidates answer; sizes are checked up front.
     let (status, body) = create_upload(&app, &member, &question, 10).await;
     assert_eq!(status, 403, "{body}");
+    let (_, elsewhere) = app.candidates_in(1, 2).await.remove(0);
+    let (status, body) = create_upload(&app, &elsewhere, &question, 10).await;
+    assert_eq!(status, 403, "a candidate of another city: {body}");
     let (status, body) = create_upload(&app, &token, &question, 1_000_001).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(
@@ -754,6 +775,7 @@ async fn a_file_the_worker_cannot_read_as_video_fails_with_its_reason_and_is_del
         ("dead", 1),
         "a permanent error is not retried"
     );
+    wait_for_gc(&app).await;
     assert!(
         app.state
             .media
