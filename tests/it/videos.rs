@@ -294,7 +294,10 @@ async fn wait_for_gc(app: &TestApp) {
         if pending == 0 {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{pending} prefixes never deleted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{pending} prefixes never deleted"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
