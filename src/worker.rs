@@ -60,9 +60,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
     let worker = &config.worker;
     let db = PgPoolOptions::new()
-        // Per loop: the job's queries and its lease renewals; plus the
-        // LISTEN connection (held for good), the sweeper and /health.
-        .max_connections(u32::try_from(worker.concurrency * 2 + 3).unwrap_or(8))
+        // DB_POOL_MAX_CONNECTIONS, but at least one per loop plus two (lease
+        // renewals, the sweeper, /health). The LISTEN connection is detached
+        // from the pool: one more on the server.
+        .max_connections(
+            config
+                .database
+                .primary_pool
+                .max_connections
+                .max(u32::try_from(worker.concurrency + 2).unwrap_or(u32::MAX)),
+        )
         .acquire_timeout(Duration::from_secs(10))
         .connect(config.database.primary_url.expose())
         .await

@@ -77,6 +77,7 @@ pub struct NewVideoAnswer {
     /// The file's exact size in bytes: at least 1, at most `VIDEO_MAX_BYTES`
     /// (500 MiB by default; larger is a 413).
     #[schema(minimum = 1)]
+    #[serde(deserialize_with = "crate::http::extract::integer")]
     pub size_bytes: u64,
 }
 

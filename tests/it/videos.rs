@@ -606,6 +606,30 @@ async fn bad_uploads_get_a_clear_4xx_and_leave_nothing_behind() {
     );
     let (status, body) = create_upload(&app, &token, &question, 0).await;
     assert_eq!(status, 422, "{body}");
+    // JSON Schema's integer: 3000.0 is one (the fuzzer sends it); 2.5 is not.
+    for (size, expected) in [(json!(3000.0), 201), (json!(2.5), 422)] {
+        let (status, body) = send(
+            &app,
+            Method::POST,
+            &format!("/api/v1/questions/{question}/video-answers"),
+            &token,
+            Some(json!({ "size_bytes": size })),
+        )
+        .await;
+        assert_eq!(status, expected, "{body}");
+        if status == 201 {
+            let id = body["id"].as_str().expect("id");
+            let (status, _) = send(
+                &app,
+                Method::DELETE,
+                &format!("/api/v1/video-answers/{id}"),
+                &token,
+                None,
+            )
+            .await;
+            assert_eq!(status, 204);
+        }
+    }
 
     // A PNG is not a video: refused at its first chunk, upload deleted.
     let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
