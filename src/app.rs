@@ -60,6 +60,8 @@ pub struct AppStateInner {
     pub health: Arc<Health>,
     /// Video answers' object storage (src/media.rs).
     pub media: crate::media::MediaStore,
+    /// Live updates: publishing and local fan-out (src/live.rs).
+    pub live: crate::live::Live,
 }
 
 /// A running application: its state plus the background tasks it owns.
@@ -68,6 +70,7 @@ pub struct App {
     stop: watch::Sender<bool>,
     monitor: JoinHandle<()>,
     subscriber: JoinHandle<()>,
+    live_reader: JoinHandle<()>,
     maintenance: JoinHandle<()>,
 }
 
@@ -104,6 +107,13 @@ impl App {
             + Duration::from_secs(1);
         let write_tokens = WriteTokens::new(redis.clone(), &config.redis.key_prefix, token_ttl);
         let leaderboard = Leaderboard::new(redis.clone(), &config.redis.key_prefix);
+        let live = crate::live::Live::new(
+            redis.clone(),
+            &config.redis.key_prefix,
+            config.live.replay_events,
+            config.live.max_connections,
+            metrics.live.clone(),
+        );
         let media =
             crate::media::MediaStore::open(&config.media).context("opening media storage")?;
         let pubsub_client =
@@ -148,6 +158,17 @@ impl App {
             db.shards().cloned(),
             stop_rx.clone(),
         ));
+        // Events published from now on reach this instance's subscribers
+        // (bounded: without Redis the reader starts at its first connection).
+        let live_start = tokio::time::timeout(Duration::from_secs(1), live.newest_id())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        let live_reader = tokio::spawn(live.clone().run_reader(
+            ::redis::Client::open(config.redis.url.expose()).context("configuring Redis")?,
+            live_start,
+            stop_rx.clone(),
+        ));
         let maintenance = tokio::spawn(crate::maintenance::run(
             db.clone(),
             metrics.clone(),
@@ -167,11 +188,13 @@ impl App {
                     metrics,
                     health,
                     media,
+                    live,
                 }),
             },
             stop,
             monitor,
             subscriber,
+            live_reader,
             maintenance,
         })
     }
@@ -185,6 +208,7 @@ impl App {
         let _ = self.stop.send(true);
         let _ = self.monitor.await;
         let _ = self.subscriber.await;
+        let _ = self.live_reader.await;
         let _ = self.maintenance.await;
         self.state.db.close().await;
     }

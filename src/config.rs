@@ -293,8 +293,18 @@ pub struct Config {
     pub civic: CivicConfig,
     pub media: MediaConfig,
     pub worker: WorkerConfig,
+    pub live: LiveConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+/// Live updates (src/live.rs).
+#[derive(Debug, Clone)]
+pub struct LiveConfig {
+    /// Open live connections one instance takes; more get a 503.
+    pub max_connections: usize,
+    /// Events the shared stream keeps for reconnecting clients.
+    pub replay_events: usize,
 }
 
 /// Video answers: where media lives and what an upload may be (docs/video.md).
@@ -497,6 +507,10 @@ impl Config {
                 .optional("FFPROBE_PATH")
                 .unwrap_or_else(|| "ffprobe".to_owned()),
         };
+        let live = LiveConfig {
+            max_connections: env.parse("LIVE_MAX_CONNECTIONS", 10_000_usize),
+            replay_events: env.parse("LIVE_REPLAY_EVENTS", 10_000_usize).max(1),
+        };
         let auth = env.auth(app_env);
 
         let default_format = if app_env == AppEnv::Development {
@@ -529,6 +543,7 @@ impl Config {
                 civic,
                 media,
                 worker,
+                live,
                 auth,
                 log,
             })

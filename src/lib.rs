@@ -16,6 +16,7 @@ pub mod http;
 pub mod jobs;
 pub mod leaderboard;
 pub mod leagues;
+pub mod live;
 pub mod maintenance;
 pub mod media;
 pub mod metrics;

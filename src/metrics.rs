@@ -48,6 +48,8 @@ pub struct MetricsInner {
     pub shard_write_refusals_total: IntCounterVec,
     /// The job queue's depth and age (sampled at scrape time) and outcomes.
     pub jobs: crate::jobs::JobMetrics,
+    /// Live connections and fan-out (src/live.rs).
+    pub live: crate::live::LiveMetrics,
 }
 
 impl Metrics {
@@ -248,6 +250,8 @@ impl Metrics {
         }
         let jobs = crate::jobs::JobMetrics::new();
         jobs.register(&registry).expect("metric names are unique");
+        let live = crate::live::LiveMetrics::new();
+        live.register(&registry).expect("metric names are unique");
 
         Self {
             inner: Arc::new(MetricsInner {
@@ -274,6 +278,7 @@ impl Metrics {
                 shard_buckets,
                 shard_write_refusals_total,
                 jobs,
+                live,
             }),
         }
     }

@@ -33,9 +33,13 @@ pub async fn serve(
     let drain_timeout = http.shutdown_drain_timeout;
     let (draining_tx, draining_rx) = oneshot::channel::<()>();
 
+    let live = state.live.clone();
     let stop_accepting = async move {
         shutdown.await;
         health.begin_shutdown();
+        // Live streams never end by themselves: close them now, so clients
+        // reconnect to another instance while this one drains.
+        live.close_all();
         tracing::info!(
             ?readiness_delay,
             "shutdown requested: /ready now answers 503"

@@ -80,6 +80,25 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> anyhow::R
         .await
         .with_context(|| format!("creating {}", scratch.display()))?;
     remove_stale_scratch(&scratch).await;
+    // Readiness reaches live subscribers through Redis when it is there;
+    // without it the worker still works (clients poll).
+    let live = match crate::cache::redis::Redis::new(
+        &config.redis,
+        prometheus::IntCounter::new("worker_redis_errors", "unregistered").context("metric")?,
+        prometheus::IntGauge::new("worker_redis_circuit", "unregistered").context("metric")?,
+    ) {
+        Ok(redis) => Some(crate::live::Live::new(
+            redis,
+            &config.redis.key_prefix,
+            config.live.replay_events,
+            0,
+            crate::live::LiveMetrics::new(),
+        )),
+        Err(e) => {
+            tracing::warn!(error = %e, "no Redis: live subscribers will not hear of finished videos");
+            None
+        }
+    };
     let registry = Registry::new();
     let metrics = JobMetrics::new();
     metrics.register(&registry).context("registering metrics")?;
@@ -92,6 +111,7 @@ pub async fn run_until(config: Config, stop: watch::Receiver<bool>) -> anyhow::R
             ffmpeg: worker.ffmpeg.clone(),
             ffprobe: worker.ffprobe.clone(),
             max_duration: config.media.max_duration,
+            live,
         },
         metrics,
         registry,

@@ -163,6 +163,17 @@ pub async fn post_answer(
     tx.commit().await?;
     // The question's answer_count is in the lists.
     after_write(&state, user.id).await;
+    state
+        .live
+        .publish(
+            &crate::live::Topic::Question(question_id),
+            "answer.created",
+            &serde_json::json!({
+                "id": answer.id, "question_id": question_id,
+                "candidate_id": answer.candidate_id, "candidate_name": answer.candidate_name,
+            }),
+        )
+        .await;
     let mut response = private_json(&answer)?;
     *response.status_mut() = StatusCode::CREATED;
     Ok(response)

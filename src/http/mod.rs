@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod leaderboard;
 pub mod leeches;
 pub mod limits;
+pub mod live;
 pub mod moderation;
 pub mod moderation_queue;
 pub mod observe;
@@ -59,6 +60,7 @@ pub fn api_v1() -> OpenApiRouter<AppState> {
         .merge(ballot::router())
         .merge(rebuttals::router())
         .merge(videos::router())
+        .merge(live::router())
 }
 
 /// Unknown paths get a problem document, not an empty 404.

@@ -390,8 +390,16 @@ pub async fn create_question(
         (Err(_), Some(duplicates)) => return Ok(duplicate_response(duplicates)),
         (outcome, _) => outcome?,
     };
-    if let Idempotent::Done { .. } = &outcome {
+    if let Idempotent::Done { value, .. } = &outcome {
         after_write(&state, user.id).await;
+        state
+            .live
+            .publish(
+                &crate::live::Topic::City(city_id),
+                "question.created",
+                &serde_json::to_value(&value.question).unwrap_or_default(),
+            )
+            .await;
     }
     Ok(outcome.into_response())
 }
@@ -1035,6 +1043,10 @@ async fn vote(
         .await?;
     if let Idempotent::Done { .. } = &outcome {
         after_write(state, user.id).await;
+        // Coalesced: the counts as of ~200 ms from now.
+        state
+            .live
+            .publish_votes(state.db.write().clone(), id, created_at);
     }
     Ok(outcome.into_response())
 }

@@ -45,6 +45,8 @@ pub struct WorkContext {
     pub ffmpeg: String,
     pub ffprobe: String,
     pub max_duration: Duration,
+    /// Publishes readiness to live subscribers (src/live.rs).
+    pub live: Option<crate::live::Live>,
 }
 
 /// Why an attempt failed.
@@ -84,6 +86,8 @@ pub enum Done {
 #[derive(Debug, sqlx::FromRow)]
 struct VideoRow {
     status: String,
+    question_id: Uuid,
+    candidate_id: Uuid,
     size_bytes: i64,
     chunk_count: i32,
 }
@@ -102,7 +106,7 @@ pub async fn process(ctx: &WorkContext, job: &Job) -> Result<Done, JobError> {
     let row: Option<VideoRow> = sqlx::query_as(
         "UPDATE video_answers SET status = 'processing', updated_at = now()
           WHERE id = $1 AND status IN ('uploaded', 'processing')
-          RETURNING status, size_bytes, chunk_count",
+          RETURNING status, question_id, candidate_id, size_bytes, chunk_count",
     )
     .bind(id)
     .fetch_optional(&ctx.db)
@@ -191,11 +195,37 @@ pub async fn process(ctx: &WorkContext, job: &Job) -> Result<Done, JobError> {
     add_garbage(&mut tx, &garbage).await?;
     tx.commit().await?;
     collect(ctx, &garbage).await;
+    if updated == 1 {
+        let data = json!({
+            "id": id, "question_id": row.question_id, "candidate_id": row.candidate_id,
+            "status": "ready", "renditions": names,
+            "playlist_url": ctx.store.public_url(&format!("{}hls/master.m3u8", media::video_prefix(id))),
+        });
+        publish_status(ctx, row.question_id, row.candidate_id, "video.ready", &data).await;
+    }
     Ok(if updated == 1 {
         Done::Ready
     } else {
         Done::Skipped
     })
+}
+
+/// Tells live subscribers: the question's followers when ready, and the
+/// candidate (`user:me`) either way.
+async fn publish_status(
+    ctx: &WorkContext,
+    question: Uuid,
+    candidate: Uuid,
+    event: &str,
+    data: &serde_json::Value,
+) {
+    let Some(live) = &ctx.live else { return };
+    if event == "video.ready" {
+        live.publish(&crate::live::Topic::Question(question), event, data)
+            .await;
+    }
+    live.publish(&crate::live::Topic::User(candidate), "video.status", data)
+        .await;
 }
 
 async fn finish_skipped(ctx: &WorkContext, job: &Job) -> Result<Done, JobError> {
@@ -225,6 +255,7 @@ pub async fn fail(ctx: &WorkContext, job: &Job, error: &JobError) -> anyhow::Res
     .await?;
     let id = video_id(job).ok();
     let mut garbage = Vec::new();
+    let mut failed_reason = None;
     match (outcome, id) {
         (jobs::Failed::Dead, Some(id)) => {
             let reason = match error {
@@ -234,6 +265,7 @@ pub async fn fail(ctx: &WorkContext, job: &Job, error: &JobError) -> anyhow::Res
                 }
             };
             garbage = mark_failed(&mut tx, id, &reason).await?;
+            failed_reason = Some((id, reason));
         }
         (jobs::Failed::Retry(_), Some(id)) => {
             sqlx::query(
@@ -248,6 +280,19 @@ pub async fn fail(ctx: &WorkContext, job: &Job, error: &JobError) -> anyhow::Res
     }
     tx.commit().await?;
     collect(ctx, &garbage).await;
+    if let Some((id, reason)) = failed_reason {
+        let owner: Option<(Uuid, Uuid)> =
+            sqlx::query_as("SELECT question_id, candidate_id FROM video_answers WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&ctx.db)
+                .await
+                .unwrap_or(None);
+        if let Some((question, candidate)) = owner {
+            let data =
+                json!({"id": id, "question_id": question, "status": "failed", "failure": reason});
+            publish_status(ctx, question, candidate, "video.failed", &data).await;
+        }
+    }
     Ok(outcome)
 }
 

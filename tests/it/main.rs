@@ -27,6 +27,7 @@ mod idempotency;
 mod leagues;
 mod leeches;
 mod lifecycle;
+mod live;
 mod operations;
 mod pgbouncer;
 mod practice;
