@@ -67,6 +67,9 @@ pub enum AppError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// A WebSocket handshake on a connection that cannot be upgraded.
+    #[error("{0}")]
+    UpgradeRequired(String),
     /// A part of a resource past its end (an upload's chunk index).
     #[error("{0}")]
     RangeNotSatisfiable(String),
@@ -126,6 +129,9 @@ impl AppError {
                 "payload-too-large",
                 d.clone(),
             ),
+            Self::UpgradeRequired(d) => {
+                (StatusCode::UPGRADE_REQUIRED, "upgrade-required", d.clone())
+            }
             Self::RangeNotSatisfiable(d) => (
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 "range-not-satisfiable",

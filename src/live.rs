@@ -81,38 +81,51 @@ impl Topic {
 
     /// Parses `city:<id>`, `question:<uuid>`, `user:<uuid>` or `user:me`
     /// (`me` resolved to `signed_in`).
-    pub fn parse(raw: &str, signed_in: Option<Uuid>) -> Result<Self, String> {
+    pub fn parse(raw: &str, signed_in: Option<Uuid>) -> Result<Self, TopicError> {
+        let invalid = |why: &str| TopicError::Invalid(format!("{raw:?}: {why}"));
         let (kind, id) = raw
             .split_once(':')
-            .ok_or_else(|| format!("{raw:?} is not a topic (city:<id>, question:<id>, user:me)"))?;
+            .ok_or_else(|| invalid("not a topic (city:<id>, question:<id>, user:me)"))?;
         match kind {
             "city" => id
                 .parse::<i64>()
                 .ok()
                 .filter(|id| *id > 0)
                 .map(Self::City)
-                .ok_or_else(|| format!("{raw:?}: a city id is a positive integer")),
+                .ok_or_else(|| invalid("a city id is a positive integer")),
             "question" => Uuid::parse_str(id)
                 .map(Self::Question)
-                .map_err(|_| format!("{raw:?}: a question id is a UUID")),
+                .map_err(|_| invalid("a question id is a UUID")),
             "user" => {
-                let me = signed_in.ok_or_else(|| format!("{raw:?} needs an access token"))?;
                 let id = if id == "me" {
-                    me
+                    None
                 } else {
-                    Uuid::parse_str(id)
-                        .map_err(|_| format!("{raw:?}: a user id is a UUID or me"))?
+                    Some(Uuid::parse_str(id).map_err(|_| invalid("a user id is a UUID or me"))?)
                 };
-                if id != me {
-                    return Err(format!("{raw:?}: only your own user topic"));
+                let me = signed_in.ok_or_else(|| {
+                    TopicError::NeedsToken(format!("{raw:?} needs an access token"))
+                })?;
+                if id.is_some_and(|id| id != me) {
+                    return Err(TopicError::NotYours(format!(
+                        "{raw:?}: only your own user topic"
+                    )));
                 }
-                Ok(Self::User(id))
+                Ok(Self::User(me))
             }
-            _ => Err(format!(
-                "{raw:?}: unknown topic kind (city, question, user)"
-            )),
+            _ => Err(invalid("unknown topic kind (city, question, user)")),
         }
     }
+}
+
+/// Why a topic was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicError {
+    /// Not a topic at all (422).
+    Invalid(String),
+    /// A private topic without a token (401).
+    NeedsToken(String),
+    /// Someone else's private topic (403).
+    NotYours(String),
 }
 
 /// The live layer's metrics.
@@ -616,6 +629,14 @@ mod tests {
     fn topics_parse_and_private_ones_need_their_owner() {
         let me = Uuid::now_v7();
         assert_eq!(Topic::parse("city:3", None), Ok(Topic::City(3)));
+        assert!(matches!(
+            Topic::parse("user:me", None),
+            Err(TopicError::NeedsToken(_))
+        ));
+        assert!(matches!(
+            Topic::parse(&format!("user:{}", Uuid::now_v7()), Some(me)),
+            Err(TopicError::NotYours(_))
+        ));
         assert_eq!(
             Topic::parse(&format!("question:{me}"), None),
             Ok(Topic::Question(me))

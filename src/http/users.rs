@@ -78,8 +78,8 @@ pub struct DeletionPending {
 #[serde(deny_unknown_fields)]
 pub struct DeleteAccount {
     /// The account's current password: a stolen access token alone cannot
-    /// delete an account.
-    #[schema(min_length = 1, max_length = 1024)]
+    /// delete an account. Any character but U+0000.
+    #[schema(min_length = 1, max_length = 1024, pattern = r"^[^\x00]*$")]
     pub password: String,
 }
 

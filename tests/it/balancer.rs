@@ -70,7 +70,10 @@ impl Nginx {
             .collect();
         std::fs::write(
             prefix.join("upstream.conf"),
-            format!("upstream refbackend {{\n    least_conn;\n{servers}    keepalive 16;\n}}\n"),
+            format!(
+                "upstream refbackend {{\n    least_conn;\n{servers}    keepalive 16;\n}}\n\
+                 upstream refbackend_live {{\n    least_conn;\n{servers}}}\n"
+            ),
         )
         .expect("write upstream");
         let conf = prefix.join("nginx.conf");
@@ -457,4 +460,117 @@ async fn behind_nginx_per_ip_limits_count_each_client_address_not_nginxs() {
         "another address, another bucket"
     );
     nginx.stop().await;
+}
+
+/// Live updates through the real nginx: a WebSocket subscriber lands on one
+/// instance; a vote sent straight to the *other* instance reaches it (Redis
+/// fan-out); an SSE stream comes through unbuffered too.
+#[tokio::test]
+async fn behind_nginx_a_vote_on_one_instance_reaches_a_websocket_subscriber_on_the_other() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    use crate::support::{TestApp, send};
+
+    let a = TestApp::builder().without_replica().start().await;
+    let b = TestApp::builder()
+        .without_replica()
+        .unseeded()
+        .start_on(a.db.clone())
+        .await;
+    let nginx = Nginx::start(&[a.addr.port(), b.addr.port()]).await;
+    let (_, author) = a.users_with_role(1, "member").await.remove(0);
+    let (_, voter) = a.users_with_role(1, "member").await.remove(0);
+    let (status, created) = send(
+        &a,
+        reqwest::Method::POST,
+        "/api/v1/cities/1/questions",
+        &author,
+        Some(serde_json::json!({"body": "Will the new tram line reach the university?"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let question = created["question"]["id"].as_str().expect("id").to_owned();
+
+    let url = format!(
+        "ws://127.0.0.1:{}/api/v1/live?topics=question:{question}",
+        nginx.port
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("websocket through nginx");
+    assert_eq!(response.status(), 101);
+    // Which instance holds it?
+    let on_a = a.metric("ws_connections", &[("transport", "ws")]).await == 1.0;
+    let on_b = b.metric("ws_connections", &[("transport", "ws")]).await == 1.0;
+    assert!(on_a != on_b, "exactly one instance holds the socket");
+    let other = if on_a { &b } else { &a };
+
+    let (status, body) = send(
+        other,
+        reqwest::Method::PUT,
+        &format!("/api/v1/questions/{question}/vote"),
+        &voter,
+        Some(serde_json::json!({"value": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let frame = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let event: serde_json::Value = serde_json::from_str(&text).expect("json frame");
+                    if event["event"] == "question.votes" {
+                        return event;
+                    }
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("socket ended: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the vote arrives within 10 s");
+    assert_eq!(frame["topic"], format!("question:{question}"));
+    assert_eq!(frame["data"]["upvotes"], 1);
+    let _ = socket.close(None).await;
+
+    // A bad handshake is a problem document, not a hung connection.
+    let plain = reqwest::Client::new()
+        .get(nginx.url("/api/v1/live?topics=city:1"))
+        .send()
+        .await
+        .expect("request");
+    assert!(plain.status().is_client_error(), "{}", plain.status());
+    assert_eq!(plain.headers()["content-type"], "application/problem+json");
+
+    // SSE through nginx: the keep-alive and events are not buffered away.
+    let mut sse = reqwest::Client::new()
+        .get(nginx.url(&format!("/api/v1/live/sse?topics=question:{question}")))
+        .send()
+        .await
+        .expect("sse");
+    assert_eq!(sse.status(), 200);
+    let (status, _) = send(
+        other,
+        reqwest::Method::DELETE,
+        &format!("/api/v1/questions/{question}/vote"),
+        &voter,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !text.contains("question.votes") {
+            let chunk = sse.chunk().await.expect("chunk").expect("open");
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .expect("an SSE event through nginx within 10 s");
+    drop(sse);
+    nginx.stop().await;
+    b.stop().await;
+    a.stop().await;
 }

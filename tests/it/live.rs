@@ -340,3 +340,62 @@ async fn past_the_connection_cap_a_client_is_refused_with_a_503() {
     assert_eq!(unknown.status(), 422);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_websocket_resumes_from_last_event_id_and_is_closed_with_1012_on_shutdown() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let app = TestApp::builder()
+        .without_replica()
+        .env("SHUTDOWN_READINESS_DELAY", "0s")
+        .start()
+        .await;
+    let (_, author) = app.users_with_role(1, "member").await.remove(0);
+    let mut city = SseClient::open(&app, "city:1", None).await;
+    ask(&app, &author, "One: will the stadium get a new roof?").await;
+    let first = city.until("question.created", WITHIN).await.id.expect("id");
+    let second = ask(&app, &author, "Two: when is the next council meeting?").await;
+    city.until("question.created", WITHIN).await;
+    drop(city);
+
+    let url = format!(
+        "ws://{}/api/v1/live?topics=city:1&last_event_id={first}",
+        app.addr
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect("websocket");
+    let replayed = tokio::time::timeout(WITHIN, socket.next())
+        .await
+        .expect("a frame")
+        .expect("open")
+        .expect("frame");
+    let Message::Text(text) = replayed else {
+        panic!("{replayed:?}")
+    };
+    let event: Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(event["event"], "question.created");
+    assert_eq!(
+        event["data"]["id"],
+        json!(second),
+        "the one missed, not the one seen"
+    );
+
+    // Shutdown: the socket is closed with 1012 so the client reconnects elsewhere.
+    let stopping = tokio::spawn(app.stop());
+    let close = tokio::time::timeout(WITHIN, async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("no close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("closed within the drain");
+    assert_eq!(close.expect("a close frame").code, CloseCode::Restart);
+    stopping.await.expect("stopped");
+}
