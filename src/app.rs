@@ -71,6 +71,7 @@ pub struct App {
     monitor: JoinHandle<()>,
     subscriber: JoinHandle<()>,
     live_reader: JoinHandle<()>,
+    live_watch: JoinHandle<()>,
     maintenance: JoinHandle<()>,
 }
 
@@ -169,6 +170,7 @@ impl App {
             live_start,
             stop_rx.clone(),
         ));
+        let live_watch = tokio::spawn(live.clone().run_watch(stop_rx.clone()));
         let maintenance = tokio::spawn(crate::maintenance::run(
             db.clone(),
             metrics.clone(),
@@ -195,6 +197,7 @@ impl App {
             monitor,
             subscriber,
             live_reader,
+            live_watch,
             maintenance,
         })
     }
@@ -209,6 +212,7 @@ impl App {
         let _ = self.monitor.await;
         let _ = self.subscriber.await;
         let _ = self.live_reader.await;
+        let _ = self.live_watch.await;
         let _ = self.maintenance.await;
         self.state.db.close().await;
     }

@@ -293,6 +293,31 @@ impl Leaderboard {
         }
     }
 
+    /// `user`'s standing on the weekly and all-time boards as Redis has it
+    /// now: (rank from 1, xp) each, None where absent. For live updates.
+    pub async fn standing(
+        &self,
+        user: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<[Option<(i64, i64)>; 2], redis::RedisError> {
+        let mut pipe = redis::pipe();
+        for period in [Period::Weekly, Period::AllTime] {
+            let board = self.board(period, at);
+            pipe.cmd("ZREVRANK")
+                .arg(&board.key)
+                .arg(user.to_string())
+                .cmd("ZSCORE")
+                .arg(&board.key)
+                .arg(user.to_string());
+        }
+        let (wr, ws, ar, asc): (Option<i64>, Option<f64>, Option<i64>, Option<f64>) =
+            pipe.query_async(&mut self.redis.connection()).await?;
+        Ok([
+            wr.zip(ws).map(|(r, s)| (r + 1, score_to_xp(s))),
+            ar.zip(asc).map(|(r, s)| (r + 1, score_to_xp(s))),
+        ])
+    }
+
     /// Takes a deleted account off every board that may hold it: all time,
     /// and the weeks still kept (a week's board lives 15 days).
     pub async fn remove(&self, user: Uuid) {

@@ -431,6 +431,17 @@ impl Live {
                 );
             }
         }
+        let private: Vec<Uuid> = topics
+            .iter()
+            .filter_map(|t| match t {
+                Topic::User(id) => Some(*id),
+                _ => None,
+            })
+            .collect();
+        if !private.is_empty() {
+            let live = self.clone();
+            tokio::spawn(async move { live.mark_watched(&private).await });
+        }
         Some(Subscription {
             rx,
             slow,
@@ -456,6 +467,70 @@ impl Live {
             .ids
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()))
+    }
+
+    fn watch_key(&self, user: Uuid) -> String {
+        format!(
+            "{}watch:{user}",
+            self.inner.stream_key.trim_end_matches("log")
+        )
+    }
+
+    /// Marks users followed here (`user:<id>` topics) in Redis for 90 s, so
+    /// any instance knows whether publishing their private events is worth
+    /// it. Called at subscribe time and every 30 s by [`Live::run_watch`].
+    async fn mark_watched(&self, users: &[Uuid]) {
+        if users.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for user in users {
+            pipe.cmd("SET")
+                .arg(self.watch_key(*user))
+                .arg(1)
+                .arg("EX")
+                .arg(90)
+                .ignore();
+        }
+        let _: Result<(), _> = pipe.query_async(&mut self.inner.redis.connection()).await;
+    }
+
+    fn watched_here(&self) -> Vec<Uuid> {
+        self.inner
+            .topics
+            .read()
+            .map(|map| {
+                map.keys()
+                    .filter_map(|k| k.strip_prefix("user:"))
+                    .filter_map(|id| Uuid::parse_str(id).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Refreshes the watch marks of this instance's private subscribers.
+    pub async fn run_watch(self, mut stop: watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            }
+            let users = self.watched_here();
+            self.mark_watched(&users).await;
+        }
+    }
+
+    /// Whether someone follows `user:<id>` on any instance (false when Redis
+    /// cannot say: private events are a convenience).
+    pub async fn is_watched(&self, user: Uuid) -> bool {
+        if !self.inner.redis.available() {
+            return false;
+        }
+        let exists: Result<bool, _> = redis::cmd("EXISTS")
+            .arg(self.watch_key(user))
+            .query_async(&mut self.inner.redis.connection())
+            .await;
+        exists.unwrap_or(false)
     }
 
     /// Tells every connection to close (the process is shutting down).

@@ -276,6 +276,23 @@ pub async fn submit_attempt(
             at: value.created_at,
         };
         state.leaderboard.record(user.id, totals).await;
+        // The learner's own standing, to their live connections only: one
+        // EXISTS per attempt, the ranks only when someone follows them.
+        if state.live.is_watched(user.id).await
+            && let Ok([weekly, all_time]) = state.leaderboard.standing(user.id, totals.at).await
+        {
+            let standing = |s: Option<(i64, i64)>| {
+                s.map(|(rank, xp)| serde_json::json!({"rank": rank, "xp": xp}))
+            };
+            state
+                .live
+                .publish(
+                    &crate::live::Topic::User(user.id),
+                    "leaderboard.rank",
+                    &serde_json::json!({"weekly": standing(weekly), "all_time": standing(all_time)}),
+                )
+                .await;
+        }
     }
     Ok(outcome.into_response())
 }

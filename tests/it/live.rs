@@ -27,8 +27,15 @@ struct SseClient {
 
 impl SseClient {
     async fn open(app: &TestApp, topics: &str, last: Option<&str>) -> SseClient {
-        let mut request =
-            reqwest::Client::new().get(app.url(&format!("/api/v1/live/sse?topics={topics}")));
+        Self::open_with(app, &format!("/api/v1/live/sse?topics={topics}"), last).await
+    }
+
+    async fn open_path(app: &TestApp, path: &str) -> SseClient {
+        Self::open_with(app, path, None).await
+    }
+
+    async fn open_with(app: &TestApp, path: &str, last: Option<&str>) -> SseClient {
+        let mut request = reqwest::Client::new().get(app.url(path));
         if let Some(last) = last {
             request = request.header("last-event-id", last);
         }
@@ -398,4 +405,45 @@ async fn a_websocket_resumes_from_last_event_id_and_is_closed_with_1012_on_shutd
     .expect("closed within the drain");
     assert_eq!(close.expect("a close frame").code, CloseCode::Restart);
     stopping.await.expect("stopped");
+}
+
+#[tokio::test]
+async fn a_learner_following_user_me_sees_their_rank_after_an_attempt_and_no_one_else_can() {
+    let app = TestApp::builder().without_replica().start().await;
+    let (_, token) = app.users_with_role(1, "member").await.remove(0);
+    let (other, _) = app.users_with_role(1, "member").await.remove(0);
+    // Someone else's private topic is refused, with or without a token.
+    let response = app
+        .get(&format!(
+            "/api/v1/live/sse?topics=user:{other}&access_token={token}"
+        ))
+        .await;
+    assert_eq!(response.status(), 403);
+
+    let mut client = SseClient::open_path(
+        &app,
+        &format!("/api/v1/live/sse?topics=user:me&access_token={token}"),
+    )
+    .await;
+    // The watch mark is set when the subscription starts (asynchronously).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (exercise, answer): (i64, String) = sqlx::query_as(
+        "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 1",
+    )
+    .fetch_one(app.state.db.write())
+    .await
+    .expect("exercise");
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        &format!("/api/v1/exercises/{exercise}/attempts"),
+        &token,
+        Some(json!({ "answer": answer })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let rank = client.until("leaderboard.rank", WITHIN).await;
+    assert_eq!(rank.data["data"]["weekly"]["rank"], 1, "{:?}", rank.data);
+    assert!(rank.data["data"]["weekly"]["xp"].as_i64().expect("xp") > 0);
+    app.stop().await;
 }
