@@ -217,6 +217,11 @@ pub fn video_prefix(video: Uuid) -> String {
     format!("videos/{video}/")
 }
 
+/// Every prefix a video answer's objects live under (source and renditions).
+pub fn prefixes(video: Uuid) -> Vec<String> {
+    vec![upload_prefix(video), video_prefix(video)]
+}
+
 /// Whether `GET /media/{key}` may serve a key: processed media only (never a
 /// source upload), and nothing that could climb out of the store.
 pub fn is_public_key(key: &str) -> bool {

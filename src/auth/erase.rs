@@ -326,12 +326,7 @@ async fn erase_on_main(
             .await?;
     let garbage: Vec<String> = videos
         .iter()
-        .flat_map(|v| {
-            [
-                crate::media::upload_prefix(*v),
-                crate::media::video_prefix(*v),
-            ]
-        })
+        .flat_map(|v| crate::media::prefixes(*v))
         .collect();
     crate::video::add_garbage(tx, &garbage).await?;
     let mut times = Vec::with_capacity(locked.len());

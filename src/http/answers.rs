@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -319,15 +319,15 @@ pub async fn list_answers(
 }
 
 /// A question's (status, merged_into), or None when there is no such question.
-async fn question_status(
-    pool: &PgPool,
+pub(crate) async fn question_status(
+    db: impl sqlx::PgExecutor<'_>,
     id: Uuid,
     created_at: DateTime<Utc>,
 ) -> Result<Option<(String, Option<Uuid>)>, sqlx::Error> {
     sqlx::query_as("SELECT status, merged_into FROM questions WHERE created_at = $1 AND id = $2")
         .bind(created_at)
         .bind(id)
-        .fetch_optional(pool)
+        .fetch_optional(db)
         .await
 }
 

@@ -19,7 +19,7 @@ use crate::civic::ballot::rebuttal_profile;
 use crate::civic::visibility::{self, Visibility};
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::answers::question_ballot;
+use crate::http::answers::{question_ballot, question_status};
 use crate::http::extract::{AppJson, AppPath, AppQuery};
 use crate::http::moderation::question_key;
 use crate::http::pagination::{PageQuery, PageRequest, finish_page};
@@ -210,13 +210,7 @@ pub async fn list_rebuttals(
             else {
                 return Ok((None, Vec::new()));
             };
-            let question: Option<(String, Option<Uuid>)> = sqlx::query_as(
-                "SELECT status, merged_into FROM questions WHERE created_at = $1 AND id = $2",
-            )
-            .bind(created_at)
-            .bind(question_id)
-            .fetch_optional(&pool)
-            .await?;
+            let question = question_status(&pool, question_id, created_at).await?;
             if question.is_none() {
                 return Ok((None, Vec::new()));
             }

@@ -25,7 +25,7 @@ use crate::app::AppState;
 use crate::auth::{AuthUser, Role};
 use crate::civic::ballot::ensure_may_answer;
 use crate::error::{AppError, AppResult, Problem};
-use crate::http::answers::question_ballot;
+use crate::http::answers::{question_ballot, question_status};
 use crate::http::extract::{AppJson, AppPath};
 use crate::http::moderation::question_key;
 use crate::http::practice::{private_json, remember_write};
@@ -294,6 +294,41 @@ struct UploadRow {
     chunk_count: i32,
 }
 
+/// How [`lock_own_upload`] locks the answer's row.
+#[derive(Debug, Clone, Copy)]
+enum Lock {
+    /// Chunk writes: many at once, but none while the row is deleted.
+    Share,
+    /// Completion: waits for the chunk writes in flight.
+    Update,
+}
+
+/// The caller's upload `id`, its row locked for the rest of the transaction;
+/// a 404 when it is not theirs (or not there).
+async fn lock_own_upload(
+    tx: &mut PgConnection,
+    id: Uuid,
+    user: &AuthUser,
+    lock: Lock,
+) -> AppResult<UploadRow> {
+    let query = match lock {
+        Lock::Share => {
+            "SELECT candidate_id, status, size_bytes, chunk_bytes, chunk_count
+               FROM video_answers WHERE id = $1 FOR SHARE"
+        }
+        Lock::Update => {
+            "SELECT candidate_id, status, size_bytes, chunk_bytes, chunk_count
+               FROM video_answers WHERE id = $1 FOR UPDATE"
+        }
+    };
+    sqlx::query_as::<_, UploadRow>(query)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .filter(|r| r.candidate_id == user.id)
+        .ok_or_else(|| not_found(id))
+}
+
 /// After a chunk arrives.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ChunkReceipt {
@@ -363,15 +398,7 @@ pub async fn put_chunk(
         }
     })?;
     let mut tx = state.db.write().begin().await?;
-    let row = sqlx::query_as::<_, UploadRow>(
-        "SELECT candidate_id, status, size_bytes, chunk_bytes, chunk_count
-           FROM video_answers WHERE id = $1 FOR SHARE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .filter(|r| r.candidate_id == user.id)
-    .ok_or_else(|| not_found(id))?;
+    let row = lock_own_upload(&mut tx, id, &user, Lock::Share).await?;
     if row.status != "uploading" {
         return Err(AppError::Conflict(format!(
             "This upload is complete (it is {}); it takes no more chunks.",
@@ -436,14 +463,25 @@ fn storage_unavailable(e: object_store::Error) -> AppError {
     AppError::Unavailable("Media storage is unavailable; retry the request.".into())
 }
 
-/// Deletes an answer whose upload was refused, and its chunks.
-async fn reject(state: &AppState, id: Uuid) -> AppResult<()> {
+/// Deletes a video answer and lists its media for deletion in the same
+/// transaction, then deletes the media (the worker's sweep retries what
+/// fails). `by`: the caller, who must own it or moderate; None for the
+/// service itself (a refused upload). False when there was nothing to delete.
+async fn remove(state: &AppState, id: Uuid, by: Option<&AuthUser>) -> AppResult<bool> {
     let mut tx = state.db.write().begin().await?;
-    sqlx::query("DELETE FROM video_answers WHERE id = $1")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    let garbage = vec![media::upload_prefix(id), media::video_prefix(id)];
+    let deleted: Option<Uuid> = sqlx::query_scalar(
+        "DELETE FROM video_answers WHERE id = $1 AND ($2::uuid IS NULL OR candidate_id = $2 OR $3)
+         RETURNING id",
+    )
+    .bind(id)
+    .bind(by.map(|u| u.id))
+    .bind(is_moderator(by))
+    .fetch_optional(&mut *tx)
+    .await?;
+    if deleted.is_none() {
+        return Ok(false);
+    }
+    let garbage = media::prefixes(id);
     video::add_garbage(&mut tx, &garbage).await?;
     tx.commit().await?;
     if let Err(e) = state
@@ -451,9 +489,14 @@ async fn reject(state: &AppState, id: Uuid) -> AppResult<()> {
         .collect_garbage(state.db.write(), Some(&garbage))
         .await
     {
-        tracing::warn!(video = %id, error = %e, "deleting a refused upload failed; the sweep retries");
+        tracing::warn!(video = %id, error = %e, "deleting media failed; the sweep retries");
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Deletes an answer whose upload was refused, and its chunks.
+async fn reject(state: &AppState, id: Uuid) -> AppResult<()> {
+    remove(state, id, None).await.map(|_| ())
 }
 
 /// Reads `len` bytes at `offset` of an upload from its chunks.
@@ -561,15 +604,7 @@ pub async fn complete_upload(
     user.require(&[Role::Candidate])?;
     let mut tx = state.db.write().begin().await?;
     // Waits for chunk writes in flight (they hold the row FOR SHARE).
-    let row = sqlx::query_as::<_, UploadRow>(
-        "SELECT candidate_id, status, size_bytes, chunk_bytes, chunk_count
-           FROM video_answers WHERE id = $1 FOR UPDATE",
-    )
-    .bind(id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .filter(|r| r.candidate_id == user.id)
-    .ok_or_else(|| not_found(id))?;
+    let row = lock_own_upload(&mut tx, id, &user, Lock::Update).await?;
     match row.status.as_str() {
         "uploading" => {}
         "failed" => {
@@ -671,14 +706,7 @@ pub async fn get_video_answer(
             return Err(not_found(id));
         }
         let created_at = question_key(row.question_id)?;
-        let question: Option<(String, Option<Uuid>)> = sqlx::query_as(
-            "SELECT status, merged_into FROM questions WHERE created_at = $1 AND id = $2",
-        )
-        .bind(created_at)
-        .bind(row.question_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-        match question {
+        match question_status(&mut *conn, row.question_id, created_at).await? {
             Some((status, _)) if status == "visible" || status == "merged" => {}
             _ => return Err(not_found(id)),
         }
@@ -708,27 +736,8 @@ pub async fn delete_video_answer(
     user: AuthUser,
     AppPath(id): AppPath<Uuid>,
 ) -> AppResult<StatusCode> {
-    let mut tx = state.db.write().begin().await?;
-    let deleted: Option<Uuid> = sqlx::query_scalar(
-        "DELETE FROM video_answers WHERE id = $1 AND (candidate_id = $2 OR $3) RETURNING id",
-    )
-    .bind(id)
-    .bind(user.id)
-    .bind(is_moderator(Some(&user)))
-    .fetch_optional(&mut *tx)
-    .await?;
-    if deleted.is_none() {
+    if !remove(&state, id, Some(&user)).await? {
         return Err(not_found(id));
-    }
-    let garbage = vec![media::upload_prefix(id), media::video_prefix(id)];
-    video::add_garbage(&mut tx, &garbage).await?;
-    tx.commit().await?;
-    if let Err(e) = state
-        .media
-        .collect_garbage(state.db.write(), Some(&garbage))
-        .await
-    {
-        tracing::warn!(video = %id, error = %e, "deleting media failed; the sweep retries");
     }
     remember_write(&state, user.id).await;
     Ok(StatusCode::NO_CONTENT)
@@ -762,13 +771,7 @@ pub async fn list_video_answers(
     let (question, rows) = state
         .db
         .read_consistent(crate::db::consistency::Freshness::Any, |pool| async move {
-            let question: Option<(String, Option<Uuid>)> = sqlx::query_as(
-                "SELECT status, merged_into FROM questions WHERE created_at = $1 AND id = $2",
-            )
-            .bind(created_at)
-            .bind(question_id)
-            .fetch_optional(&pool)
-            .await?;
+            let question = question_status(&pool, question_id, created_at).await?;
             if question.is_none() {
                 return Ok((None, Vec::new()));
             }

@@ -349,7 +349,7 @@ async fn mark_failed(tx: &mut PgConnection, id: Uuid, reason: &str) -> sqlx::Res
     .bind(reason)
     .execute(&mut *tx)
     .await?;
-    let garbage = vec![media::upload_prefix(id), media::video_prefix(id)];
+    let garbage = media::prefixes(id);
     add_garbage(tx, &garbage).await?;
     Ok(garbage)
 }
