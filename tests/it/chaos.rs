@@ -24,6 +24,8 @@ use crate::support::{TestApp, TestAppBuilder};
 const WORKERS: usize = 12;
 /// How long any one wait for the app to notice something may take.
 const NOTICE: Duration = Duration::from_secs(10);
+/// How long a restarted replica may take to catch up with the shared primary.
+const CATCH_UP: Duration = Duration::from_secs(90);
 /// The fail-fast bound for a refused write (its acquire timeout is 500 ms).
 /// The writes here are registrations and the requests logins, which hash a
 /// password first — queued behind the other workers' hashes on a loaded
@@ -354,8 +356,12 @@ async fn fallbacks(app: &TestApp) -> f64 {
 
 /// Waits until the replica pool has served `n` more reads than now.
 async fn wait_for_replica_reads(app: &TestApp, n: f64, what: &str) {
+    wait_for_replica_reads_within(app, n, what, NOTICE).await;
+}
+
+async fn wait_for_replica_reads_within(app: &TestApp, n: f64, what: &str, within: Duration) {
     let target = replica_reads(app).await + n;
-    eventually(what, NOTICE, || async move {
+    eventually(what, within, || async move {
         replica_reads(app).await >= target
     })
     .await;
@@ -502,11 +508,16 @@ async fn reads_survive_a_killed_replica_process_and_return_to_it_after_restart()
     load.run_for(200, "reads while the replica is dead").await;
 
     tokio::task::block_in_place(|| replica.start());
-    app.wait_for_ready("restarted replica back in rotation", NOTICE * 2, |b| {
+    // A replica killed with `immediate` recovers, then replays every WAL
+    // record the shared primary wrote meanwhile; on a 2-core CI box running
+    // the rest of the suite (CREATE DATABASE logs whole templates) that can
+    // take far longer than the 2 s lag bound. What is tested is that reads
+    // come back to it without a failure, not how fast it catches up.
+    app.wait_for_ready("restarted replica back in rotation", CATCH_UP, |b| {
         replica_in_rotation(b) == Some(true)
     })
     .await;
-    wait_for_replica_reads(&app, 50.0, "reads on the restarted replica").await;
+    wait_for_replica_reads_within(&app, 50.0, "reads on the restarted replica", CATCH_UP).await;
 
     let outcomes = load.stop().await;
     eprintln!(
