@@ -470,9 +470,17 @@ impl Cache {
     /// write's transaction has committed. Never fails: if Redis is unreachable
     /// the bump is retried when it is back.
     pub async fn invalidate(&self, namespace: Namespace) {
+        self.invalidate_all(&[namespace]).await;
+    }
+
+    /// [`Cache::invalidate`] for several namespaces, with one Redis
+    /// round trip for all of them.
+    pub async fn invalidate_all(&self, namespaces: &[Namespace]) {
         let inner = &self.inner;
-        inner.pending[namespace.index()].fetch_add(1, Ordering::AcqRel);
-        self.bump_local(namespace, "local");
+        for &namespace in namespaces {
+            inner.pending[namespace.index()].fetch_add(1, Ordering::AcqRel);
+            self.bump_local(namespace, "local");
+        }
         if inner.redis.available() {
             self.flush_pending().await;
         }
@@ -511,34 +519,45 @@ impl Cache {
     /// unreachable, and tells the other instances. Returns false if Redis failed.
     async fn flush_pending(&self) -> bool {
         let inner = &self.inner;
+        let mut pipe = redis::pipe();
+        let mut flushed = Vec::new();
         for namespace in Namespace::ALL {
-            let pending = &inner.pending[namespace.index()];
-            let seen = pending.load(Ordering::Acquire);
+            let seen = inner.pending[namespace.index()].load(Ordering::Acquire);
             if seen == 0 {
                 continue;
             }
-            let mut conn = inner.redis.connection();
-            let result: Result<(i64, i64), _> = redis::pipe()
-                .cmd("INCR")
+            pipe.cmd("INCR")
                 .arg(self.generation_key(namespace))
+                .ignore()
                 .cmd("PUBLISH")
                 .arg(&inner.channel)
                 .arg(namespace.key())
-                .query_async(&mut conn)
-                .await;
-            match result {
-                Ok(_) => {
-                    inner.redis.report_success();
+                .ignore();
+            flushed.push((namespace, seen));
+        }
+        if flushed.is_empty() {
+            return true;
+        }
+        let mut conn = inner.redis.connection();
+        match pipe.query_async::<()>(&mut conn).await {
+            Ok(()) => {
+                inner.redis.report_success();
+                for (namespace, seen) in flushed {
                     // Invalidations that arrived during the bump need another.
-                    let _ = pending.compare_exchange(seen, 0, Ordering::AcqRel, Ordering::Acquire);
+                    let _ = inner.pending[namespace.index()].compare_exchange(
+                        seen,
+                        0,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
                 }
-                Err(e) => {
-                    inner.redis.report_failure(&e);
-                    return false;
-                }
+                true
+            }
+            Err(e) => {
+                inner.redis.report_failure(&e);
+                false
             }
         }
-        true
     }
 
     /// Listens for other instances' invalidations until `stop` turns true,

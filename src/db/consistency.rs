@@ -170,13 +170,15 @@ struct Local {
 /// Bound on the per-instance copy; expired entries are dropped past it.
 const LOCAL_TOKENS_MAX: usize = 100_000;
 
-/// Sets the key to ARGV[1] unless it already holds a later position.
+/// Sets each key to ARGV[1] unless it already holds a later position.
 const SET_MAX: &str = r"
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > current then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+for _, key in ipairs(KEYS) do
+  local current = tonumber(redis.call('GET', key) or '0')
+  if tonumber(ARGV[1]) > current then
+    redis.call('SET', key, ARGV[1], 'PX', ARGV[2])
+  else
+    redis.call('PEXPIRE', key, ARGV[2])
+  end
 end
 return 1
 ";
@@ -258,7 +260,15 @@ impl WriteTokens {
     /// whose loaders must not cache data older than the write that
     /// invalidated it).
     pub async fn record_scope(&self, scope: &str, lsn: Lsn) -> bool {
-        self.remember_locally(scope, lsn);
+        self.record_scopes(&[scope], lsn).await
+    }
+
+    /// [`WriteTokens::record_scope`] for several scopes at once, in one
+    /// Redis round trip.
+    pub async fn record_scopes(&self, scopes: &[&str], lsn: Lsn) -> bool {
+        for scope in scopes {
+            self.remember_locally(scope, lsn);
+        }
         if !self.redis.available() {
             self.note_failure();
             return false;
@@ -267,9 +277,11 @@ impl WriteTokens {
         let ttl_ms = u64::try_from(self.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
-        let result: Result<i64, _> = self
-            .set_max
-            .key(format!("{}{scope}", self.prefix))
+        let mut invocation = self.set_max.prepare_invoke();
+        for scope in scopes {
+            invocation.key(format!("{}{scope}", self.prefix));
+        }
+        let result: Result<i64, _> = invocation
             .arg(lsn.0)
             .arg(ttl_ms)
             .invoke_async(&mut conn)

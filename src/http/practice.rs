@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use crate::app::AppState;
 use crate::auth::AuthUser;
+use crate::cache::Namespace;
 use crate::db::UserDb;
 use crate::db::consistency::Freshness;
 use crate::error::{AppError, AppResult, FieldError, Problem};
@@ -137,8 +138,10 @@ pub struct AttemptResult {
     pub created_at: DateTime<Utc>,
 }
 
-/// What the checker and the scheduler need from an exercise row.
-#[derive(sqlx::FromRow)]
+/// What the checker and the scheduler need from an exercise row. Exercises
+/// are reference data (only the seed writes them, and it invalidates the
+/// exercises namespace), so attempts read it through the cache.
+#[derive(sqlx::FromRow, Serialize, Deserialize)]
 struct ExerciseKey {
     kind: String,
     infinitive: String,
@@ -182,21 +185,7 @@ pub async fn submit_attempt(
     AppJson(request): AppJson<AttemptRequest>,
 ) -> AppResult<Response> {
     request.validate()?;
-    // Exercises are static reference data: any replica will do.
-    let exercise = state
-        .db
-        .read(|pool| async move {
-            sqlx::query_as::<_, ExerciseKey>(
-                "SELECT kind, infinitive, person, tense, trigger, difficulty, accepted, choices,
-                        explanation
-                   FROM exercises WHERE id = $1",
-            )
-            .bind(exercise_id)
-            .fetch_optional(&pool)
-            .await
-        })
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("No exercise with id {exercise_id}")))?;
+    let exercise = exercise_key(&state, exercise_id).await?;
     let corrupt = || AppError::Internal(anyhow::anyhow!("exercise {exercise_id} has unknown keys"));
     let kind = ExerciseType::from_key(&exercise.kind).ok_or_else(corrupt)?;
     let tense = Tense::from_key(&exercise.tense).ok_or_else(corrupt)?;
@@ -269,16 +258,21 @@ pub async fn submit_attempt(
     })
     .await?;
     if let Idempotent::Done { value, .. } = &outcome {
-        remember_user_write(&state, &shard, user.id).await;
         let totals = XpTotals {
             all_time: value.total_xp,
             week: value.weekly_xp,
             at: value.created_at,
         };
-        state.leaderboard.record(user.id, totals).await;
-        // The learner's own standing, to their live connections only: one
-        // EXISTS per attempt, the ranks only when someone follows them.
-        if state.live.is_watched(user.id).await
+        // Independent, so concurrent: on the multiplexed Redis connection
+        // their commands share round trips. The learner's own standing goes
+        // to their live connections only: one EXISTS per attempt, the ranks
+        // only when someone follows them.
+        let ((), (), watched) = tokio::join!(
+            remember_user_write(&state, &shard, user.id),
+            state.leaderboard.record(user.id, totals),
+            state.live.is_watched(user.id),
+        );
+        if watched
             && let Ok([weekly, all_time]) = state.leaderboard.standing(user.id, totals.at).await
         {
             let standing = |s: Option<(i64, i64)>| {
@@ -295,6 +289,35 @@ pub async fn submit_attempt(
         }
     }
     Ok(outcome.into_response())
+}
+
+/// An exercise's answer key, from the cache (an L1 hit costs a JSON parse of
+/// a few hundred bytes, less than the round trip it saves) or any replica.
+async fn exercise_key(state: &AppState, exercise_id: i64) -> AppResult<ExerciseKey> {
+    let cached = state
+        .cache
+        .get_or_load(
+            Namespace::Exercises,
+            &format!("answer-key:{exercise_id}"),
+            || async {
+                state
+                    .db
+                    .read(|pool| async move {
+                        sqlx::query_as::<_, ExerciseKey>(
+                            "SELECT kind, infinitive, person, tense, trigger, difficulty,
+                                    accepted, choices, explanation
+                               FROM exercises WHERE id = $1",
+                        )
+                        .bind(exercise_id)
+                        .fetch_optional(&pool)
+                        .await
+                    })
+                    .await?
+                    .ok_or_else(|| AppError::NotFound(format!("No exercise with id {exercise_id}")))
+            },
+        )
+        .await?;
+    serde_json::from_slice(&cached.body).map_err(|e| AppError::Internal(e.into()))
 }
 
 /// The consistency-token scope of a user's per-user rows on a shard; None
@@ -362,7 +385,35 @@ struct Recorded {
     rule: String,
 }
 
+/// What [`Recorded::save`] reads before it writes: the fence's answer, the
+/// learner's progress (locked) and this exercise's card, if any
+/// (`attempt_context`, migration 0023).
 #[derive(sqlx::FromRow)]
+struct AttemptContext {
+    fence: String,
+    attempts: Option<i32>,
+    correct: Option<i32>,
+    xp: Option<i64>,
+    current_streak: Option<i32>,
+    longest_streak: Option<i32>,
+    last_active_day: Option<NaiveDate>,
+    recent_outcomes: Option<i32>,
+    recent_count: Option<i16>,
+    today: Option<NaiveDate>,
+    now: Option<DateTime<Utc>>,
+    card_due: Option<DateTime<Utc>>,
+    card_stability: Option<f64>,
+    card_difficulty: Option<f64>,
+    card_elapsed_days: Option<i64>,
+    card_scheduled_days: Option<i64>,
+    card_reps: Option<i32>,
+    card_lapses: Option<i32>,
+    card_state: Option<i16>,
+    card_last_review: Option<DateTime<Utc>>,
+    card_revealed_at: Option<DateTime<Utc>>,
+}
+
+/// The learner's progress row as the attempt found it.
 struct ProgressRow {
     attempts: i32,
     correct: i32,
@@ -376,50 +427,73 @@ struct ProgressRow {
     now: DateTime<Utc>,
 }
 
+impl AttemptContext {
+    /// The progress and the card; None for a column the function always
+    /// sets past the fence (a schema that does not match this code).
+    fn split(self) -> Option<(ProgressRow, Option<CardRow>)> {
+        let progress = ProgressRow {
+            attempts: self.attempts?,
+            correct: self.correct?,
+            xp: self.xp?,
+            current_streak: self.current_streak?,
+            longest_streak: self.longest_streak?,
+            last_active_day: self.last_active_day,
+            recent_outcomes: self.recent_outcomes?,
+            recent_count: self.recent_count?,
+            today: self.today?,
+            now: self.now?,
+        };
+        let card = match self.card_due {
+            None => None,
+            Some(due) => Some(CardRow {
+                due,
+                stability: self.card_stability?,
+                difficulty: self.card_difficulty?,
+                elapsed_days: self.card_elapsed_days?,
+                scheduled_days: self.card_scheduled_days?,
+                reps: self.card_reps?,
+                lapses: self.card_lapses?,
+                state: self.card_state?,
+                last_review: self.card_last_review?,
+                revealed_at: self.card_revealed_at,
+            }),
+        };
+        Some((progress, card))
+    }
+}
+
+/// One row per skill the attempt counted (with the other triggers' counts
+/// when asked), each carrying the card's leech flag and the week's XP.
+#[derive(sqlx::FromRow)]
+struct WrittenRow {
+    leech: bool,
+    weekly_xp: i64,
+    #[sqlx(flatten)]
+    skill: achievements::Skill,
+}
+
 impl Recorded {
+    /// Two statements between BEGIN and COMMIT (three when a goal is
+    /// reached): `attempt_context` passes the fence, locks the learner's
+    /// progress (serializing their attempts, so the card and totals never
+    /// race) and reads it with the card; then one statement writes the card,
+    /// the attempt, the progress, the skills and the week's XP.
     async fn save(self, tx: &mut PgConnection, shard: &UserDb) -> AppResult<AttemptResult> {
         let verdict = self.verdict;
-        // Make sure the learner's progress row exists (it is locked next: that
-        // serializes all of one learner's attempts, so the card and totals
-        // below never race) — and, with sharding, pass the bucket's write
-        // fence in the same statement (one round trip, not two).
-        match shard.fence_bucket() {
-            None => {
-                sqlx::query(
-                    "INSERT INTO user_progress (user_id) VALUES ($1) ON CONFLICT DO NOTHING",
-                )
+        let context =
+            sqlx::query_as::<_, AttemptContext>("SELECT * FROM attempt_context($1, $2, $3, $4)")
                 .bind(self.user_id)
-                .execute(&mut *tx)
-                .await?;
-            }
-            Some(bucket) => {
-                let fence: String = sqlx::query_scalar(
-                    "WITH fence AS (SELECT shard_write_guard($2, $1) AS state),
-                          progress AS (INSERT INTO user_progress (user_id)
-                                       SELECT $1 FROM fence WHERE state IN ('owned', 'moving')
-                                       ON CONFLICT DO NOTHING)
-                     SELECT state FROM fence",
-                )
-                .bind(self.user_id)
-                .bind(bucket)
+                .bind(self.exercise_id)
+                .bind(self.timezone.as_ref())
+                .bind(shard.fence_bucket())
                 .fetch_one(&mut *tx)
                 .await?;
-                shard.check_fence(&fence)?;
-            }
-        }
-        let progress = sqlx::query_as::<_, ProgressRow>(
-            "SELECT p.attempts, p.correct, p.xp, p.current_streak, p.longest_streak,
-                    p.last_active_day,
-                    p.recent_outcomes, p.recent_count,
-                    (now() AT TIME ZONE $2)::date AS today, now() AS now
-               FROM user_progress p
-              WHERE p.user_id = $1
-                FOR UPDATE OF p",
-        )
-        .bind(self.user_id)
-        .bind(self.timezone.as_ref())
-        .fetch_one(&mut *tx)
-        .await?;
+        shard.check_fence(&context.fence)?;
+        let (progress, previous) = context.split().ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!(
+                "attempt_context returned an incomplete row"
+            ))
+        })?;
         let now = progress.now;
 
         let rating = scheduling::grade(
@@ -428,15 +502,6 @@ impl Recorded {
             self.duration_ms,
             self.difficulty,
         );
-        let previous = sqlx::query_as::<_, CardRow>(
-            "SELECT due, stability, difficulty, elapsed_days, scheduled_days, reps, lapses,
-                    state, last_review, revealed_at
-               FROM review_cards WHERE user_id = $1 AND exercise_id = $2",
-        )
-        .bind(self.user_id)
-        .bind(self.exercise_id)
-        .fetch_optional(&mut *tx)
-        .await?;
         let revealed_at = previous.as_ref().and_then(|row| row.revealed_at);
         // A card existed: this attempt reviews an item seen before.
         let was_review = previous.is_some();
@@ -453,68 +518,6 @@ impl Recorded {
         let xp = award.xp;
         let card = scheduling::review(previous.as_ref(), rating, now, self.desired_retention);
         let revealed_now = scheduling::reveals_answer(verdict.counts_as_correct);
-        let leech: bool = sqlx::query_scalar(
-            "INSERT INTO review_cards (user_id, exercise_id, due, stability, difficulty,
-                    elapsed_days, scheduled_days, reps, lapses, state, last_review, revealed_at,
-                    failures)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                     CASE WHEN $12 THEN $11::timestamptz END, $13)
-             ON CONFLICT (user_id, exercise_id) DO UPDATE
-                SET due = EXCLUDED.due, stability = EXCLUDED.stability,
-                    difficulty = EXCLUDED.difficulty, elapsed_days = EXCLUDED.elapsed_days,
-                    scheduled_days = EXCLUDED.scheduled_days, reps = EXCLUDED.reps,
-                    lapses = EXCLUDED.lapses, state = EXCLUDED.state,
-                    last_review = EXCLUDED.last_review,
-                    revealed_at = COALESCE(EXCLUDED.revealed_at, review_cards.revealed_at),
-                    failures = review_cards.failures + EXCLUDED.failures,
-                    -- A leech from the wrong answer that reaches the threshold.
-                    suspended_at = CASE
-                        WHEN review_cards.suspended_at IS NULL AND EXCLUDED.failures > 0
-                             AND review_cards.failures + EXCLUDED.failures >= $14
-                        THEN EXCLUDED.last_review
-                        ELSE review_cards.suspended_at END
-             RETURNING suspended_at IS NOT NULL",
-        )
-        .bind(self.user_id)
-        .bind(self.exercise_id)
-        .bind(card.due)
-        .bind(card.stability)
-        .bind(card.difficulty)
-        .bind(card.elapsed_days)
-        .bind(card.scheduled_days)
-        .bind(card.reps)
-        .bind(card.lapses)
-        .bind(card.state)
-        .bind(card.last_review)
-        .bind(revealed_now)
-        .bind(i32::from(!verdict.counts_as_correct))
-        .bind(scheduling::LEECH_FAILURES)
-        .fetch_one(&mut *tx)
-        .await?;
-
-        let attempt_id = Uuid::now_v7();
-        sqlx::query(
-            "INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
-                    counts_as_correct, error_category, duration_ms, xp, was_review)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(self.user_id)
-        .bind(now)
-        .bind(attempt_id)
-        .bind(self.exercise_id)
-        .bind(&self.answer)
-        .bind(outcome_key(verdict.outcome))
-        .bind(verdict.counts_as_correct)
-        .bind(verdict.error.map(ErrorCategory::key))
-        .bind(
-            self.duration_ms
-                .map(|d| i32::try_from(d).unwrap_or(i32::MAX)),
-        )
-        .bind(xp)
-        .bind(was_review)
-        .execute(&mut *tx)
-        .await?;
-
         let (current_streak, longest_streak) = scheduling::streak(
             progress.last_active_day,
             progress.current_streak,
@@ -526,63 +529,114 @@ impl Recorded {
             RecentOutcomes::from_stored(progress.recent_outcomes, progress.recent_count)
                 .push(verdict.counts_as_correct)
                 .to_stored();
-        sqlx::query(
-            "UPDATE user_progress
-                SET attempts = attempts + 1, correct = correct + $2, xp = xp + $3,
-                    current_streak = $4, longest_streak = $5, last_active_day = $6,
-                    recent_outcomes = $7, recent_count = $8, updated_at = now()
-              WHERE user_id = $1",
-        )
-        .bind(self.user_id)
-        .bind(correct)
-        .bind(i64::from(xp))
-        .bind(current_streak)
-        .bind(longest_streak)
-        .bind(progress.today)
-        .bind(recent_outcomes)
-        .bind(recent_count)
-        .execute(&mut *tx)
-        .await?;
         let mut dimensions = vec![("tense", self.tense.key())];
         if let Some(trigger) = self.trigger {
             dimensions.push(("trigger", trigger.key()));
         }
         let (names, keys): (Vec<&str>, Vec<&str>) = dimensions.into_iter().unzip();
-        // The updated skills come back, with (when a right answer on a
-        // trigger could complete the set) the other triggers' counts: what
-        // the achievements below are measured on, in the same round trip.
+        // With a right answer on a trigger (which could complete the set), the
+        // other triggers' counts come back too: the achievements below are
+        // measured on them.
         let with_triggers = verdict.counts_as_correct && self.trigger.is_some();
-        let after_skills = sqlx::query_as::<_, achievements::Skill>(
-            "WITH up AS (
+        let attempt_id = Uuid::now_v7();
+        // Data-modifying CTEs all run, on one snapshot, whether or not the
+        // final SELECT reads them; each writes a different table.
+        let written = sqlx::query_as::<_, WrittenRow>(
+            "WITH card AS (
+                 INSERT INTO review_cards (user_id, exercise_id, due, stability, difficulty,
+                        elapsed_days, scheduled_days, reps, lapses, state, last_review,
+                        revealed_at, failures)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                         CASE WHEN $12 THEN $11::timestamptz END, $13)
+                 ON CONFLICT (user_id, exercise_id) DO UPDATE
+                    SET due = EXCLUDED.due, stability = EXCLUDED.stability,
+                        difficulty = EXCLUDED.difficulty, elapsed_days = EXCLUDED.elapsed_days,
+                        scheduled_days = EXCLUDED.scheduled_days, reps = EXCLUDED.reps,
+                        lapses = EXCLUDED.lapses, state = EXCLUDED.state,
+                        last_review = EXCLUDED.last_review,
+                        revealed_at = COALESCE(EXCLUDED.revealed_at, review_cards.revealed_at),
+                        failures = review_cards.failures + EXCLUDED.failures,
+                        -- A leech from the wrong answer that reaches the threshold.
+                        suspended_at = CASE
+                            WHEN review_cards.suspended_at IS NULL AND EXCLUDED.failures > 0
+                                 AND review_cards.failures + EXCLUDED.failures >= $14
+                            THEN EXCLUDED.last_review
+                            ELSE review_cards.suspended_at END
+                 RETURNING suspended_at IS NOT NULL AS leech),
+             attempt AS (
+                 INSERT INTO attempts (user_id, created_at, id, exercise_id, answer, outcome,
+                        counts_as_correct, error_category, duration_ms, xp, was_review)
+                 VALUES ($1, $15, $16, $2, $17, $18, $19, $20, $21, $22, $23)),
+             progress AS (
+                 UPDATE user_progress
+                    SET attempts = attempts + 1, correct = correct + $24, xp = xp + $22::bigint,
+                        current_streak = $25, longest_streak = $26, last_active_day = $27,
+                        recent_outcomes = $28, recent_count = $29, updated_at = now()
+                  WHERE user_id = $1),
+             skills AS (
                  INSERT INTO user_skill_stats AS s (user_id, dimension, key, attempts, correct)
-                 SELECT $1, d, k, 1, $4 FROM UNNEST($2::text[], $3::text[]) AS x(d, k)
+                 SELECT $1, d, k, 1, $24 FROM UNNEST($30::text[], $31::text[]) AS x(d, k)
                  ON CONFLICT (user_id, dimension, key) DO UPDATE
                     SET attempts = s.attempts + 1, correct = s.correct + EXCLUDED.correct
-                 RETURNING s.dimension, s.key, s.attempts, s.correct)
-             SELECT dimension, key, attempts, correct FROM up
-             UNION ALL
-             SELECT dimension, key, attempts, correct FROM user_skill_stats
-              WHERE $5 AND user_id = $1 AND dimension = 'trigger' AND key <> ALL ($3::text[])",
+                 RETURNING s.dimension, s.key, s.attempts, s.correct),
+             weekly AS (
+                 INSERT INTO user_weekly_xp AS w (user_id, week, xp) VALUES ($1, $33, $22)
+                 ON CONFLICT (user_id, week) DO UPDATE SET xp = w.xp + EXCLUDED.xp
+                 RETURNING w.xp),
+             counted AS (
+                 SELECT dimension, key, attempts, correct FROM skills
+                 UNION ALL
+                 SELECT dimension, key, attempts, correct FROM user_skill_stats
+                  WHERE $32 AND user_id = $1 AND dimension = 'trigger'
+                    AND key <> ALL ($31::text[]))
+             SELECT card.leech, weekly.xp AS weekly_xp,
+                    counted.dimension, counted.key, counted.attempts, counted.correct
+               FROM counted, card, weekly",
         )
-        .bind(self.user_id)
-        .bind(&names)
-        .bind(&keys)
+        .bind(self.user_id) // $1
+        .bind(self.exercise_id)
+        .bind(card.due)
+        .bind(card.stability)
+        .bind(card.difficulty) // $5
+        .bind(card.elapsed_days)
+        .bind(card.scheduled_days)
+        .bind(card.reps)
+        .bind(card.lapses)
+        .bind(card.state) // $10
+        .bind(card.last_review)
+        .bind(revealed_now)
+        .bind(i32::from(!verdict.counts_as_correct))
+        .bind(scheduling::LEECH_FAILURES)
+        .bind(now) // $15
+        .bind(attempt_id)
+        .bind(&self.answer)
+        .bind(outcome_key(verdict.outcome))
+        .bind(verdict.counts_as_correct)
+        .bind(verdict.error.map(ErrorCategory::key)) // $20
+        .bind(
+            self.duration_ms
+                .map(|d| i32::try_from(d).unwrap_or(i32::MAX)),
+        )
+        .bind(i64::from(xp))
+        .bind(was_review)
         .bind(correct)
+        .bind(current_streak) // $25
+        .bind(longest_streak)
+        .bind(progress.today)
+        .bind(recent_outcomes)
+        .bind(recent_count)
+        .bind(&names) // $30
+        .bind(&keys)
         .bind(with_triggers)
+        .bind(week_bounds(now).0)
         .fetch_all(&mut *tx)
         .await?;
-
-        // This week's XP (ISO week, UTC), for the weekly leaderboard.
-        let weekly_xp: i64 = sqlx::query_scalar(
-            "INSERT INTO user_weekly_xp AS w (user_id, week, xp) VALUES ($1, $2, $3)
-             ON CONFLICT (user_id, week) DO UPDATE SET xp = w.xp + EXCLUDED.xp
-             RETURNING w.xp",
-        )
-        .bind(self.user_id)
-        .bind(week_bounds(now).0)
-        .bind(i64::from(xp))
-        .fetch_one(&mut *tx)
-        .await?;
+        let first = written.first().ok_or_else(|| {
+            AppError::Internal(anyhow::anyhow!("the attempt's writes returned no row"))
+        })?;
+        let (leech, weekly_xp) = (first.leech, first.weekly_xp);
+        let after_skills: Vec<achievements::Skill> =
+            written.into_iter().map(|row| row.skill).collect();
 
         let total_xp = progress.xp + i64::from(xp);
         let after = achievements::Totals {

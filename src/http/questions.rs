@@ -240,13 +240,20 @@ async fn city_exists(state: &AppState, city_id: i64) -> AppResult<()> {
 pub(crate) async fn after_write(state: &AppState, user_id: Uuid) {
     match state.db.current_lsn().await {
         Ok(lsn) => {
-            state.write_tokens.record(user_id, lsn).await;
-            state.write_tokens.record_scope(LISTS_SCOPE, lsn).await;
+            let user = user_id.to_string();
+            state
+                .write_tokens
+                .record_scopes(&[&user, LISTS_SCOPE], lsn)
+                .await;
         }
         Err(e) => tracing::warn!(error = %e, "could not read the commit position"),
     }
-    state.cache.invalidate(Namespace::Questions).await;
-    state.cache.invalidate(Namespace::Popular).await;
+    // After the lists' token: an instance that reloads on this message must
+    // already be told to read at least this write.
+    state
+        .cache
+        .invalidate_all(&[Namespace::Questions, Namespace::Popular])
+        .await;
 }
 
 /// Asks the candidates of a city a question. Returns the question and similar
@@ -1097,52 +1104,51 @@ pub async fn apply_vote(
     user: &AuthUser,
     value: Option<i16>,
 ) -> AppResult<QuestionDetail> {
-    let user_id = user.id;
     let score = lock_open_question(tx, id, created_at, user, "votes").await?;
-    let old: Option<i16> = sqlx::query_scalar(
-        "SELECT value FROM question_votes WHERE question_id = $1 AND user_id = $2",
-    )
-    .bind(id)
-    .bind(user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    match value {
-        Some(v) => {
-            sqlx::query(
-                "INSERT INTO question_votes (question_id, user_id, value) VALUES ($1, $2, $3)
-                 ON CONFLICT (question_id, user_id) DO UPDATE
-                    SET value = EXCLUDED.value, updated_at = now()",
-            )
-            .bind(id)
-            .bind(user_id)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM question_votes WHERE question_id = $1 AND user_id = $2")
-                .bind(id)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
+    // The counts change by what the caller's previous vote was, which this
+    // statement reads under the lock; `hot` (ranking::hot) is computed here
+    // for each possible previous vote and the statement picks the one that
+    // applies. One round trip: read the old vote, write the new one, adjust
+    // the counters and return the question.
     let count = |v: Option<i16>, side: i16| i32::from(v == Some(side));
-    let up = count(value, 1) - count(old, 1);
-    let down = count(value, -1) - count(old, -1);
-    let new_score = score + up - down;
-    sqlx::query(
-        "UPDATE questions SET upvotes = upvotes + $3, downvotes = downvotes + $4, hot = $5
-          WHERE created_at = $1 AND id = $2",
-    )
+    let hot_after = |old: Option<i16>| {
+        let up = count(value, 1) - count(old, 1);
+        let down = count(value, -1) - count(old, -1);
+        ranking::hot(i64::from(score + up - down), created_at)
+    };
+    let question = sqlx::query_as::<_, QuestionView>(sqlx::AssertSqlSafe(format!(
+        "WITH old AS (
+             SELECT value FROM question_votes WHERE question_id = $2 AND user_id = $3),
+         put AS (
+             INSERT INTO question_votes (question_id, user_id, value)
+             SELECT $2, $3, $4 WHERE $4 IS NOT NULL
+             ON CONFLICT (question_id, user_id) DO UPDATE
+                SET value = EXCLUDED.value, updated_at = now()),
+         gone AS (
+             DELETE FROM question_votes
+              WHERE $4 IS NULL AND question_id = $2 AND user_id = $3),
+         was AS (SELECT (SELECT value FROM old) AS value),
+         q AS (
+             UPDATE questions
+                SET upvotes = upvotes + ($4 IS NOT DISTINCT FROM 1)::int
+                                      - (was.value IS NOT DISTINCT FROM 1)::int,
+                    downvotes = downvotes + ($4 IS NOT DISTINCT FROM -1)::int
+                                          - (was.value IS NOT DISTINCT FROM -1)::int,
+                    hot = CASE was.value WHEN 1 THEN $6 WHEN -1 THEN $7 ELSE $5 END
+               FROM was
+              WHERE questions.created_at = $1 AND questions.id = $2
+             RETURNING questions.*)
+         SELECT {VIEW_COLUMNS} FROM q JOIN users u ON u.id = q.author_id"
+    )))
     .bind(created_at)
     .bind(id)
-    .bind(up)
-    .bind(down)
-    .bind(ranking::hot(i64::from(new_score), created_at))
-    .execute(&mut *tx)
+    .bind(user.id)
+    .bind(value)
+    .bind(hot_after(None))
+    .bind(hot_after(Some(1)))
+    .bind(hot_after(Some(-1)))
+    .fetch_one(&mut *tx)
     .await?;
-    let question = load_question(tx, id).await?;
     Ok(QuestionDetail {
         question,
         my_vote: value,

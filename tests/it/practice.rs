@@ -1175,7 +1175,7 @@ async fn an_attempt_racing_a_rebuild_keeps_its_xp_on_the_board() {
         "the attempt waits for the progress row",
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
                          WHERE datname = current_database() AND wait_event_type = 'Lock'
-                           AND query LIKE '%FOR UPDATE OF p%')",
+                           AND query LIKE '%attempt_context(%')",
     )
     .await;
     let mut hold_rebuild = watch.begin().await.expect("begin");

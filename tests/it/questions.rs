@@ -218,6 +218,73 @@ async fn two_hundred_concurrent_voters_leave_counts_equal_to_the_votes_table() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn one_voter_changing_their_mind_forty_times_at_once_leaves_counts_and_hot_matching_their_last_vote()
+ {
+    let app = TestApp::builder()
+        .without_replica()
+        .env("RATE_LIMIT_VOTES_USER", "100000/1h")
+        .start()
+        .await;
+    let users = members(&app, 1).await;
+    let token = users[0].1.clone();
+    let created = ask(
+        &app,
+        &token,
+        2,
+        "Should the pool open at six in the morning?",
+    )
+    .await;
+    let id = created["question"]["id"].as_str().expect("id").to_owned();
+    let path = format!("/api/v1/questions/{id}/vote");
+    // Each request reads the voter's previous vote to adjust the counters:
+    // read outside the question's lock, a stale one would count twice.
+    let tasks = (0..40).map(|i| {
+        let (app, path, token) = (&app, path.clone(), token.clone());
+        async move {
+            let request = match i % 3 {
+                0 => app.client.put(app.url(&path)).json(&json!({"value": 1})),
+                1 => app.client.put(app.url(&path)).json(&json!({"value": -1})),
+                _ => app.client.delete(app.url(&path)),
+            };
+            let status = request
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("vote")
+                .status();
+            assert_eq!(status.as_u16(), 200);
+        }
+    });
+    futures_util::future::join_all(tasks).await;
+
+    let question_id = Uuid::parse_str(&id).expect("uuid");
+    let last: Option<i16> =
+        sqlx::query_scalar("SELECT value FROM question_votes WHERE question_id = $1")
+            .bind(question_id)
+            .fetch_optional(app.state.db.write())
+            .await
+            .expect("vote");
+    let (up, down, hot, created_at): (i32, i32, f64, chrono::DateTime<chrono::Utc>) =
+        sqlx::query_as("SELECT upvotes, downvotes, hot, created_at FROM questions WHERE id = $1")
+            .bind(question_id)
+            .fetch_one(app.state.db.write())
+            .await
+            .expect("counts");
+    assert_eq!(
+        (up, down),
+        (i32::from(last == Some(1)), i32::from(last == Some(-1))),
+        "the counters hold exactly the one vote left"
+    );
+    let expected = refbackend::civic::ranking::hot(i64::from(up - down), created_at);
+    assert!(
+        (hot - expected).abs() < 1e-9,
+        "hot {hot} for score {}",
+        up - down
+    );
+    app.stop().await;
+}
+
 async fn cache_count(app: &TestApp, namespace: &str, layer: &str, result: &str) -> f64 {
     app.metric(
         "cache_requests_total",
