@@ -53,6 +53,23 @@ pub struct MetricsInner {
 }
 
 impl Metrics {
+    /// Counts one answered request and observes its duration, labelled by
+    /// the route template (never the raw path: bounded cardinality).
+    pub fn record_request(
+        &self,
+        method: &str,
+        route: &str,
+        status: axum::http::StatusCode,
+        elapsed: std::time::Duration,
+    ) {
+        self.requests_total
+            .with_label_values(&[method, route, status.as_str()])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests_total = IntCounterVec::new(

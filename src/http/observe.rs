@@ -1,6 +1,6 @@
 //! The outermost middleware: gives every request an id, wraps its handling in a
-//! tracing span carrying that id, writes one access-log line, and records the
-//! request metrics labelled by the matched route template (never the raw path,
+//! tracing span carrying that id, turns framework-made errors into problem
+//! documents, writes one access-log line, and records the request metrics labelled by the matched route template (never the raw path,
 //! so label cardinality stays bounded).
 
 use std::time::Instant;
@@ -15,24 +15,27 @@ use crate::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// The id of the current request, available to handlers as an extension.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// Accepts a client's id only if it is short and printable; otherwise makes one,
-/// so log lines cannot be forged or bloated through this header.
-fn request_id(incoming: Option<&HeaderValue>) -> String {
+/// The client's id if it is short and printable; otherwise a new one, so log
+/// lines cannot be forged or bloated through this header.
+fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
     incoming
-        .and_then(|v| v.to_str().ok())
         .filter(|id| {
+            let id = id.as_bytes();
             !id.is_empty()
                 && id.len() <= 128
                 && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(&b))
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=".contains(b))
         })
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .cloned()
+        .unwrap_or_else(new_request_id)
+}
+
+/// A UUIDv7, formatted on the stack: one allocation, the header's own.
+fn new_request_id() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
 fn method_label(method: &Method) -> &'static str {
@@ -61,44 +64,49 @@ impl Drop for InFlight {
 pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = request_id(req.headers().get(REQUEST_ID_HEADER));
-    let header_value = HeaderValue::from_str(&id).ok();
-    if let Some(value) = &header_value {
-        req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
-    }
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+    // The route template (an Arc inside: cloning it copies no string).
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let endpoint = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = method_label(req.method());
-    let span = tracing::info_span!("request", request_id = %id, method, route = %endpoint);
+    // Both the header and the template are printable ASCII (checked above, or
+    // made here; axum's templates are the router's own strings).
+    let id_text = id.to_str().unwrap_or("invalid-request-id");
+    let span = tracing::info_span!("request", request_id = id_text, method, route = endpoint);
 
     metrics.requests_in_flight.inc();
     let guard = InFlight(metrics.requests_in_flight.clone());
-    let mut response = next.run(req).instrument(span).await;
+    // Framework-made errors (404/405 from routing, extractor rejections)
+    // leave as problem documents, like the API's own.
+    let response = next.run(req).instrument(span).await;
+    let mut response = crate::http::problems::framework_error_to_problem(response).await;
     drop(guard);
 
     let elapsed = started.elapsed();
     let status = response.status();
-    metrics
-        .requests_total
-        .with_label_values(&[method, endpoint.as_str(), status.as_str()])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[endpoint.as_str()])
-        .observe(elapsed.as_secs_f64());
-    if let Some(value) = header_value {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
+    metrics.record_request(method, endpoint, status, elapsed);
+    response.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
     // The access log line repeats the span's fields so each line stands alone.
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let status_code = status.as_u16();
     if status.is_server_error() {
-        tracing::error!(request_id = %id, method, route = %endpoint, status = status_code, latency_ms, "request failed");
+        tracing::error!(
+            request_id = id_text,
+            method,
+            route = endpoint,
+            status = status_code,
+            latency_ms,
+            "request failed"
+        );
     } else {
-        tracing::info!(request_id = %id, method, route = %endpoint, status = status_code, latency_ms, "request");
+        tracing::info!(
+            request_id = id_text,
+            method,
+            route = endpoint,
+            status = status_code,
+            latency_ms,
+            "request"
+        );
     }
     response
 }
@@ -120,5 +128,6 @@ mod tests {
         let odd = HeaderValue::from_static("id with spaces");
         assert_ne!(request_id(Some(&odd)), "id with spaces");
         assert_eq!(request_id(None).len(), 36);
+        assert_ne!(request_id(None), request_id(None), "each made id is new");
     }
 }

@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,20 +31,13 @@ pub fn panic_to_problem(panic: Box<dyn Any + Send + 'static>) -> Response {
     )
 }
 
-/// Bounds how long a request may run. The handler's future is dropped at the
-/// deadline, which releases any pooled connection it held.
 /// How long one video chunk upload may take, whatever HTTP_REQUEST_TIMEOUT says.
 pub const CHUNK_UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub async fn timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
-    // A video chunk (up to VIDEO_CHUNK_BYTES) on a slow uplink takes longer
-    // than an API call should.
-    let limit = if crate::http::videos::is_chunk_path(req.uri().path()) {
-        limit.max(CHUNK_UPLOAD_TIMEOUT)
-    } else {
-        limit
-    };
-    match tokio::time::timeout(limit, next.run(req)).await {
+/// Runs `request` for at most `limit`. The handler's future is dropped at the
+/// deadline, which releases any pooled connection it held.
+pub async fn with_timeout(limit: Duration, request: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
         Ok(response) => response,
         Err(_) => AppError::Timeout.into_response(),
     }
@@ -64,9 +57,9 @@ fn slug_for(status: StatusCode) -> &'static str {
     }
 }
 
-/// Rewrites framework-made error responses (plain text or no body) into problem documents.
-pub async fn framework_errors_to_problems(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+/// Rewrites a framework-made error response (plain text or no body) into a
+/// problem document; every other response passes unchanged.
+pub async fn framework_error_to_problem(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
