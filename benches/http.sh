@@ -8,7 +8,14 @@
 #   DURATION=5 RUNS=1 benches/http.sh   # a quick look
 #   ACCEPT_ENCODING=gzip CACHED_ONLY=1 benches/http.sh
 #       # the references and the cached (L1 hit) GETs only, every request
-#       # sent with that Accept-Encoding (~3 minutes)
+#       # sent with that Accept-Encoding (~4 minutes), plus the bare-axum
+#       # reference returning a body as big as a page of exercises on the wire
+#   WRITES_ONLY=1 benches/http.sh
+#       # POST /attempts and PUT /vote spread over 64 users only (~3 minutes)
+#   COMPARE_URL=http://host:port/path ACCEPT_ENCODING=gzip CACHED_ONLY=1 benches/http.sh
+#       # also loads COMPARE_URL (e.g. the exercise list of the app you are
+#       # migrating from) with the same wrk settings, side by side with ours;
+#       # pin that server to core 0 yourself (taskset -c 0) for a fair ratio
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$(pwd)
@@ -81,22 +88,89 @@ bench() {
 echo "| what | conns | req/s | p50 ms | p95 ms | p99 ms | non-2xx | socket errors |"
 echo "|---|---|---|---|---|---|---|---|"
 
-start ref "$REF_PORT" / "$TARGET/release/examples/bare_axum"
-bench "reference: bare axum, 200-byte JSON" "http://127.0.0.1:$REF_PORT/" "$CONNS"; BARE=$LAST_RPS
-stop
+# The references (writes are compared with earlier builds, not with them).
+if [[ -z "${WRITES_ONLY:-}" ]]; then
+    start ref "$REF_PORT" / "$TARGET/release/examples/bare_axum"
+    bench "reference: bare axum, 200-byte JSON" "http://127.0.0.1:$REF_PORT/" "$CONNS"; BARE=$LAST_RPS
+    stop
 
-start ref "$REF_PORT" /cities/1 env POOL_SIZE=20 "$TARGET/release/examples/bare_axum_sqlx"
-bench "reference: bare axum + sqlx, PK select" "http://127.0.0.1:$REF_PORT/cities/1" "$CONNS"; BARE_SQL=$LAST_RPS
-stop
+    start ref "$REF_PORT" /cities/1 env POOL_SIZE=20 "$TARGET/release/examples/bare_axum_sqlx"
+    bench "reference: bare axum + sqlx, PK select" "http://127.0.0.1:$REF_PORT/cities/1" "$CONNS"; BARE_SQL=$LAST_RPS
+    stop
+fi
+
+# wire_bytes URL: the size of URL's body as sent (with ACCEPT_ENCODING).
+wire_bytes() {
+    curl -fsS -o /dev/null -w '%{size_download}' ${ACCEPT_ENCODING:+-H "Accept-Encoding: $ACCEPT_ENCODING"} "$1"
+}
+ratio() { python3 -c "print(f'{$1/$2:.0%}')"; }
+
+# ask_questions N: one resident asks N questions in city 1; prints the last id.
+ask_questions() {
+    local token question=""
+    token=$(curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
+        -d '{"email":"resident@example.com","password":"benchmark password","display_name":"Resident"}' \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
+    for i in $(seq 1 "$1"); do
+        question=$(curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions" -H 'content-type: application/json' \
+            -H "authorization: Bearer $token" -d "{\"body\": \"Benchmark question number $i about the city budget?\"}" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["question"]["id"])')
+    done
+    printf '%s %s\n' "$token" "$question"
+}
+
+# write_rows: writes spread like real traffic: 64 learners/residents, 200
+# exercises, the questions of city 1. Each attempt is one transaction (attempt
+# row, review card, progress and skill aggregates) plus a consistency token and
+# a leaderboard update in Redis; each vote flips one (voter, question) pair.
+write_rows() {
+    : >"$WORK/tokens"
+    for i in $(seq 1 64); do
+        curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
+            -d "{\"email\":\"learner$i@example.com\",\"password\":\"benchmark password\",\"display_name\":\"Learner\"}" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' >>"$WORK/tokens"
+    done
+    "$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At -F ' ' \
+        -c "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 200" >"$WORK/attempts"
+    "$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At \
+        -c "SELECT id FROM questions WHERE city_id = 1" >"$WORK/questions"
+    WRK_TOKENS=$WORK/tokens WRK_ATTEMPTS=$WORK/attempts bench "refbackend POST /api/v1/exercises/{id}/attempts (64 learners, 200 exercises)" \
+        "http://127.0.0.1:$API_PORT" "$CONNS"; API_ATTEMPTS=$LAST_RPS
+    WRK_TOKENS=$WORK/tokens WRK_QUESTIONS=$WORK/questions bench "refbackend PUT /api/v1/questions/{id}/vote (64 voters, 60 questions)" \
+        "http://127.0.0.1:$API_PORT" "$CONNS"; API_VOTES_SPREAD=$LAST_RPS
+}
+
+if [[ -n "${WRITES_ONLY:-}" ]]; then
+    start api "$API_PORT" /health "$BIN" serve
+    ask_questions 60 >/dev/null
+    write_rows
+    stop
+    exit 0
+fi
 
 if [[ -n "${CACHED_ONLY:-}" ]]; then
     start api "$API_PORT" /health "$BIN" serve
+    ask_questions 20 >/dev/null
     bench "refbackend GET /api/v1/cities (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST_L1=$LAST_RPS
     bench "refbackend GET /api/v1/exercises (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_L1=$LAST_RPS
+    bench "refbackend GET /api/v1/cities/1/questions?sort=top (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions?sort=top" "$CONNS"; API_Q_L1=$LAST_RPS
     bench "refbackend GET /api/v1/verbs/tener/conjugations (L1 hit)" "http://127.0.0.1:$API_PORT/api/v1/verbs/tener/conjugations" "$CONNS"; API_CONJ=$LAST_RPS
+    EX_BYTES=$(wire_bytes "http://127.0.0.1:$API_PORT/api/v1/exercises")
     stop
+    # The same stack-free server, returning as many bytes as a page of exercises
+    # puts on the wire: what is left of the gap to it is the stack's.
+    start ref "$REF_PORT" /sized env SIZED_BYTES="$EX_BYTES" "$TARGET/release/examples/bare_axum"
+    bench "reference: bare axum, $EX_BYTES-byte body (a page of exercises on the wire)" "http://127.0.0.1:$REF_PORT/sized" "$CONNS"; BARE_SIZED=$LAST_RPS
+    stop
+    if [[ -n "${COMPARE_URL:-}" ]]; then
+        bench "compared: $COMPARE_URL" "$COMPARE_URL" "$CONNS"; COMPARED=$LAST_RPS
+    fi
     echo
-    echo "Cached GETs / bare axum: cities $(python3 -c "print(f'{$API_LIST_L1/$BARE:.0%}')"), exercises $(python3 -c "print(f'{$API_EX_L1/$BARE:.0%}')"), conjugations $(python3 -c "print(f'{$API_CONJ/$BARE:.0%}')")"
+    echo "Cached GETs / bare axum: cities $(ratio "$API_LIST_L1" "$BARE"), exercises $(ratio "$API_EX_L1" "$BARE"), a city's questions $(ratio "$API_Q_L1" "$BARE"), conjugations $(ratio "$API_CONJ" "$BARE")"
+    echo "Exercises / bare axum with the same body size: $(ratio "$API_EX_L1" "$BARE_SIZED")"
+    if [[ -n "${COMPARE_URL:-}" ]]; then
+        echo "Exercises: refbackend / compared server: $(ratio "$API_EX_L1" "$COMPARED") (${API_EX_L1} vs ${COMPARED} req/s)"
+    fi
     exit 0
 fi
 
@@ -112,35 +186,11 @@ bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$
 bench "refbackend GET /api/v1/exercises (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_MISS=$LAST_RPS
 
 # CivicQ: a resident, 60 questions in city 1, then votes and list reads.
-TOKEN=$(curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
-    -d '{"email":"resident@example.com","password":"benchmark password","display_name":"Resident"}' \
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-for i in $(seq 1 60); do
-    QUESTION=$(curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions" -H 'content-type: application/json' \
-        -H "authorization: Bearer $TOKEN" -d "{\"body\": \"Benchmark question number $i about the city budget?\"}" \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["question"]["id"])')
-done
+read -r TOKEN QUESTION < <(ask_questions 60)
 bench "refbackend GET /api/v1/cities/1/questions?sort=top (uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities/1/questions?sort=top" "$CONNS"; API_Q_MISS=$LAST_RPS
 WRK_VOTE_TOKEN=$TOKEN bench "refbackend PUT /api/v1/questions/{id}/vote (one question, one voter)" "http://127.0.0.1:$API_PORT/api/v1/questions/$QUESTION/vote" "$CONNS"; API_VOTES=$LAST_RPS
 
-# Writes spread like real traffic: 64 learners/residents, 200 exercises, the 60
-# questions. Each attempt is one transaction (attempt row, review card,
-# progress and skill aggregates) plus a consistency token and a leaderboard
-# update in Redis; each vote flips one (voter, question) pair.
-: >"$WORK/tokens"
-for i in $(seq 1 64); do
-    curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
-        -d "{\"email\":\"learner$i@example.com\",\"password\":\"benchmark password\",\"display_name\":\"Learner\"}" \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' >>"$WORK/tokens"
-done
-"$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At -F ' ' \
-    -c "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 200" >"$WORK/attempts"
-"$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At \
-    -c "SELECT id FROM questions WHERE city_id = 1" >"$WORK/questions"
-WRK_TOKENS=$WORK/tokens WRK_ATTEMPTS=$WORK/attempts bench "refbackend POST /api/v1/exercises/{id}/attempts (64 learners, 200 exercises)" \
-    "http://127.0.0.1:$API_PORT" "$CONNS"; API_ATTEMPTS=$LAST_RPS
-WRK_TOKENS=$WORK/tokens WRK_QUESTIONS=$WORK/questions bench "refbackend PUT /api/v1/questions/{id}/vote (64 voters, 60 questions)" \
-    "http://127.0.0.1:$API_PORT" "$CONNS"; API_VOTES_SPREAD=$LAST_RPS
+write_rows
 # Progress right after those attempts: per-user, uncacheable, two queries.
 WRK_TOKENS=$WORK/tokens bench "refbackend GET /api/v1/users/me/progress (64 learners)" \
     "http://127.0.0.1:$API_PORT/api/v1/users/me/progress" "$CONNS"
