@@ -1,7 +1,8 @@
 //! The outermost middleware: gives every request an id, wraps its handling in a
 //! tracing span carrying that id, turns framework-made errors into problem
-//! documents, writes one access-log line, and records the request metrics labelled by the matched route template (never the raw path,
-//! so label cardinality stays bounded).
+//! documents, writes one access-log line, and records the request metrics
+//! labelled by the matched route template (never the raw path, so label
+//! cardinality stays bounded).
 
 use std::time::Instant;
 
