@@ -106,10 +106,12 @@ async fn registration_reports_every_invalid_field() {
 #[tokio::test]
 async fn fifty_concurrent_registrations_of_one_email_create_exactly_one_account() {
     // The race is the point, not load shedding: let every sign-up wait for a
-    // hashing slot (50 OWASP hashes can take over 2 s on a loaded CI box).
+    // hashing slot (50 OWASP hashes queued behind each other took over the
+    // 10 s request timeout on a loaded CI box: the last one got a 503).
     let app = app_builder()
         .env("RATE_LIMIT_REGISTER_IP", "1000/1h")
         .env("PASSWORD_HASH_QUEUE_TIMEOUT", "60s")
+        .env("HTTP_REQUEST_TIMEOUT", "60s")
         .start()
         .await;
     let attempts = (0..50).map(|i| {
