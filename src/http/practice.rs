@@ -732,7 +732,7 @@ fn outcome_key(outcome: Outcome) -> &'static str {
     }
 }
 
-#[derive(sqlx::FromRow)]
+/// A review card as `attempt_context` returned it.
 struct CardRow {
     due: DateTime<Utc>,
     stability: f64,
