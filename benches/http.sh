@@ -10,6 +10,9 @@
 #       # the references and the cached (L1 hit) GETs only, every request
 #       # sent with that Accept-Encoding (~4 minutes), plus the bare-axum
 #       # reference returning a body as big as a page of exercises on the wire
+#   UNCACHED_ONLY=1 benches/http.sh
+#       # the references, /health and the uncached reads (CACHE_ENABLED=false)
+#       # only: the ratio to bare axum + sqlx (~3 minutes)
 #   WRITES_ONLY=1 benches/http.sh
 #       # POST /attempts and PUT /vote spread over 64 users only (~3 minutes)
 #   COMPARE_URL=http://host:port/path ACCEPT_ENCODING=gzip CACHED_ONLY=1 benches/http.sh
@@ -181,6 +184,12 @@ IDLE_RSS=$(rss_mb "$API_PID" VmRSS)
 bench "refbackend GET /health" "http://127.0.0.1:$API_PORT/health" "$CONNS"; API_HEALTH=$LAST_RPS
 bench "refbackend GET /api/v1/cities/{id} (one PK select, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities/1" "$CONNS"; API_SQL=$LAST_RPS
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" "$CONNS"; API_LIST=$LAST_RPS
+if [[ -n "${UNCACHED_ONLY:-}" ]]; then
+    stop
+    echo
+    echo "GET /health / bare axum: $(ratio "$API_HEALTH" "$BARE"); GET /api/v1/cities/{id} uncached / bare axum + sqlx: $(ratio "$API_SQL" "$BARE_SQL")"
+    exit 0
+fi
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 256
 bench "refbackend GET /api/v1/cities (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/cities" 1024
 bench "refbackend GET /api/v1/exercises (page of 20, uncached)" "http://127.0.0.1:$API_PORT/api/v1/exercises" "$CONNS"; API_EX_MISS=$LAST_RPS

@@ -206,6 +206,19 @@ impl App {
         router(self.state.clone())
     }
 
+    /// What the server serves: the router behind the fast path for public
+    /// cached pages (src/http/fast_path.rs).
+    pub fn service(&self) -> http::fast_path::FastPath {
+        let state = &self.state;
+        http::fast_path::FastPath::new(
+            self.router(),
+            state.config.http.fast_path,
+            state.cache.clone(),
+            state.metrics.clone(),
+            &state.config.http.cors_origins,
+        )
+    }
+
     /// Stops background tasks and closes the pools.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
@@ -320,7 +333,7 @@ async fn limit_request(
 
 /// None when no origin is allowed: then no CORS headers are sent at all and
 /// browsers block cross-origin calls.
-fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
+pub(crate) fn cors_layer(origins: &CorsOrigins) -> Option<CorsLayer> {
     let allow_origin = match origins {
         CorsOrigins::None => return None,
         CorsOrigins::Any => AllowOrigin::any(),

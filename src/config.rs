@@ -237,6 +237,10 @@ pub struct HttpConfig {
     pub shutdown_drain_timeout: Duration,
     /// Peers whose `X-Forwarded-For` is believed (the load balancers): IPs or CIDR networks.
     pub trusted_proxies: Vec<crate::auth::client_ip::TrustedProxy>,
+    /// Answer repeated anonymous GETs of public cached pages from L1 before
+    /// routing (src/http/fast_path.rs); `false` sends every request through
+    /// the router (to measure the difference, or to rule it out).
+    pub fast_path: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -392,6 +396,7 @@ impl Config {
                 .duration("SHUTDOWN_READINESS_DELAY", Duration::from_secs(5)),
             shutdown_drain_timeout: env.duration("SHUTDOWN_DRAIN_TIMEOUT", Duration::from_secs(25)),
             trusted_proxies: env.list("TRUSTED_PROXIES"),
+            fast_path: env.parse("HTTP_FAST_PATH", true),
         };
 
         let primary_url = env.required("DATABASE_URL");

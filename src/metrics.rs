@@ -38,6 +38,8 @@ pub struct MetricsInner {
     pub replica_in_rotation: IntGaugeVec,
     pub dependency_up: IntGaugeVec,
     pub redis_errors_total: IntCounter,
+    /// Requests answered by the fast path (src/http/fast_path.rs).
+    pub fast_path_replays_total: IntCounter,
     pub rate_limit_decisions_total: IntCounterVec,
     pub auth_events_total: IntCounterVec,
     pub cache_requests_total: IntCounterVec,
@@ -168,6 +170,11 @@ impl Metrics {
             "Redis commands that failed (timeouts, connection errors)",
         )
         .expect("valid metric");
+        let fast_path_replays_total = IntCounter::new(
+            "api_fast_path_replays_total",
+            "Requests answered by the fast path: a public cached page replayed from L1 without routing",
+        )
+        .expect("valid metric");
         let rate_limit_decisions_total = IntCounterVec::new(
             Opts::new(
                 "rate_limit_decisions_total",
@@ -252,6 +259,7 @@ impl Metrics {
             Box::new(replica_in_rotation.clone()),
             Box::new(dependency_up.clone()),
             Box::new(redis_errors_total.clone()),
+            Box::new(fast_path_replays_total.clone()),
             Box::new(rate_limit_decisions_total.clone()),
             Box::new(auth_events_total.clone()),
             Box::new(cache_requests_total.clone()),
@@ -286,6 +294,7 @@ impl Metrics {
                 replica_in_rotation,
                 dependency_up,
                 redis_errors_total,
+                fast_path_replays_total,
                 rate_limit_decisions_total,
                 auth_events_total,
                 cache_requests_total,

@@ -56,9 +56,7 @@ pub async fn serve(
         inner: listener,
         gauge: state.metrics.active_connections.clone(),
     };
-    let service = app
-        .router()
-        .into_make_service_with_connect_info::<PeerAddr>();
+    let service = axum::ServiceExt::into_make_service_with_connect_info::<PeerAddr>(app.service());
     let server = axum::serve(listener, service).with_graceful_shutdown(stop_accepting);
     let mut server = tokio::spawn(server.into_future());
 

@@ -60,11 +60,35 @@ pub struct Cached {
     pub body: Bytes,
     pub etag: HeaderValue,
     l1_ttl: Duration,
+    /// The L1 slot this entry was loaded for (None when the cache is off):
+    /// the fast path (src/http/fast_path.rs) replays it only while that slot
+    /// is current.
+    origin: Option<Origin>,
+    /// When it was made: with `l1_ttl`, when L1 drops it.
+    created: Instant,
     /// The gzip encoding of `body` with its own ETag, made by the first
     /// request of this entry that accepts gzip (once per entry and instance;
     /// every later hit copies bytes). None when the body is below the size
     /// worth compressing.
     gzip: OnceLock<Option<Encoded>>,
+}
+
+/// The L1 slot an entry was loaded for.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    namespace: Namespace,
+    generation: u64,
+}
+
+/// Attached to a response made by [`Cached::respond_public`]: this request
+/// target is answered by this entry for every caller, so the fast path may
+/// answer the same target from it, without routing, while the entry is
+/// current. `route` is filled in by the observe middleware.
+#[derive(Debug, Clone)]
+pub struct Replayable {
+    pub cached: Arc<Cached>,
+    pub cache_control: &'static str,
+    pub route: Option<axum::extract::MatchedPath>,
 }
 
 /// One encoded variant of a cached body.
@@ -75,14 +99,47 @@ struct Encoded {
 }
 
 impl Cached {
-    fn new(body: Bytes, etag: &str, l1_ttl: Duration) -> AppResult<Self> {
+    fn new(body: Bytes, etag: &str, l1_ttl: Duration, origin: Option<Origin>) -> AppResult<Self> {
         let etag = HeaderValue::from_str(etag).map_err(|e| AppError::Internal(e.into()))?;
         Ok(Self {
             body,
             etag,
             l1_ttl,
+            origin,
+            created: Instant::now(),
             gzip: OnceLock::new(),
         })
+    }
+
+    /// Bytes this entry holds (body and, once made, its gzip variant).
+    pub fn weight(&self) -> usize {
+        self.body.len()
+            + self
+                .gzip
+                .get()
+                .and_then(Option::as_ref)
+                .map_or(0, |e| e.body.len())
+    }
+
+    /// Like [`Cached::respond`], for a response that depends on nothing but
+    /// the request target and the `Accept-Encoding` and `If-None-Match`
+    /// headers (no caller identity, no per-request limit): it is marked
+    /// [`Replayable`], so the fast path may answer the same target from this
+    /// entry.
+    pub fn respond_public(
+        self: &Arc<Self>,
+        request: &HeaderMap,
+        cache_control: &'static str,
+    ) -> Response {
+        let mut response = self.respond(request, cache_control);
+        if self.origin.is_some() {
+            response.extensions_mut().insert(Replayable {
+                cached: self.clone(),
+                cache_control,
+                route: None,
+            });
+        }
+        response
     }
 
     /// The gzip variant, compressed on first use.
@@ -159,7 +216,7 @@ impl Cached {
         out
     }
 
-    fn from_l2(raw: Vec<u8>, l1_ttl: Duration) -> Option<Self> {
+    fn from_l2(raw: Vec<u8>, l1_ttl: Duration, origin: Option<Origin>) -> Option<Self> {
         if raw.len() < ETAG_LEN {
             return None;
         }
@@ -170,6 +227,8 @@ impl Cached {
             body,
             etag,
             l1_ttl,
+            origin,
+            created: Instant::now(),
             gzip: OnceLock::new(),
         })
     }
@@ -323,6 +382,33 @@ impl Cache {
         self.inner.counters[namespace.index()][layer][result].inc();
     }
 
+    /// Is `cached` still what L1 would answer for its key: loaded under the
+    /// namespace's current generation and not past its L1 TTL? Counts an L1
+    /// hit when it is (the fast path's lookups are L1 hits by another route).
+    pub fn replay_current(&self, cached: &Cached, now: Instant) -> bool {
+        let Some(origin) = cached.origin else {
+            return false;
+        };
+        let current = self.inner.enabled
+            && self.inner.l1_generations[origin.namespace.index()].load(Ordering::Acquire)
+                == origin.generation
+            && now.saturating_duration_since(cached.created) < cached.l1_ttl;
+        if current {
+            self.count("l1", origin.namespace, "hit");
+        }
+        current
+    }
+
+    /// `CACHE_ENABLED`.
+    pub fn enabled(&self) -> bool {
+        self.inner.enabled
+    }
+
+    /// Bytes L1 may hold (`CACHE_L1_MAX_BYTES`).
+    pub fn l1_max_bytes(&self) -> u64 {
+        self.inner.l1.policy().max_capacity().unwrap_or(0)
+    }
+
     /// The cached representation of `key`, or the value `load` produces,
     /// serialized and stored in both layers. Concurrent misses for one key in
     /// this instance share one load. Errors are never cached.
@@ -340,11 +426,12 @@ impl Cache {
         let inner = &self.inner;
         let l1_ttl = self.ttls(namespace).l1;
         if !inner.enabled {
-            return Ok(Arc::new(serialize(&load().await?, l1_ttl)?));
+            return Ok(Arc::new(serialize(&load().await?, l1_ttl, None)?));
         }
+        let generation = inner.l1_generations[namespace.index()].load(Ordering::Acquire);
         let l1_key = L1Key {
             namespace,
-            generation: inner.l1_generations[namespace.index()].load(Ordering::Acquire),
+            generation,
             key: key.into(),
         };
         if let Some(hit) = inner.l1.get(&l1_key).await {
@@ -354,7 +441,10 @@ impl Cache {
         self.count("l1", namespace, "miss");
         inner
             .l1
-            .try_get_with(l1_key, self.load_through_l2(namespace, key, load))
+            .try_get_with(
+                l1_key,
+                self.load_through_l2(namespace, generation, key, load),
+            )
             .await
             .map_err(unshare)
     }
@@ -362,6 +452,7 @@ impl Cache {
     async fn load_through_l2<T, F, Fut>(
         &self,
         namespace: Namespace,
+        l1_generation: u64,
         key: &str,
         load: F,
     ) -> AppResult<Arc<Cached>>
@@ -371,12 +462,16 @@ impl Cache {
         Fut: Future<Output = AppResult<T>>,
     {
         let ttls = self.ttls(namespace);
+        let origin = Some(Origin {
+            namespace,
+            generation: l1_generation,
+        });
         if ttls.l2.is_zero() {
-            return Ok(Arc::new(serialize(&load().await?, ttls.l1)?));
+            return Ok(Arc::new(serialize(&load().await?, ttls.l1, origin)?));
         }
         let generation = match self.l2_get(namespace, key).await {
             L2Lookup::Hit(raw) => {
-                if let Some(cached) = Cached::from_l2(raw, ttls.l1) {
+                if let Some(cached) = Cached::from_l2(raw, ttls.l1, origin) {
                     self.count("l2", namespace, "hit");
                     return Ok(Arc::new(cached));
                 }
@@ -394,7 +489,7 @@ impl Cache {
             }
             L2Lookup::Bypassed => None,
         };
-        let cached = serialize(&load().await?, ttls.l1)?;
+        let cached = serialize(&load().await?, ttls.l1, origin)?;
         if let Some(generation) = generation {
             self.l2_set(namespace, generation, key, &cached, ttls.l2)
                 .await;
@@ -733,10 +828,14 @@ fn timeout_error(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((redis::ErrorKind::Io, "timed out", what.to_owned()))
 }
 
-fn serialize<T: Serialize>(value: &T, l1_ttl: Duration) -> AppResult<Cached> {
+fn serialize<T: Serialize>(
+    value: &T,
+    l1_ttl: Duration,
+    origin: Option<Origin>,
+) -> AppResult<Cached> {
     let body = serde_json::to_vec(value).map_err(|e| AppError::Internal(e.into()))?;
     let etag = etag_of(&body);
-    Cached::new(Bytes::from(body), &etag, l1_ttl)
+    Cached::new(Bytes::from(body), &etag, l1_ttl, origin)
 }
 
 /// The error of a load shared by several waiters: the original when this
@@ -783,6 +882,7 @@ mod tests {
         serialize(
             &serde_json::from_str::<serde_json::Value>(&body).expect("json"),
             Duration::from_secs(1),
+            None,
         )
         .expect("entry")
     }

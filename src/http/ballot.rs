@@ -395,7 +395,7 @@ pub async fn city_ballot(
             load_ballot(&state, city_id)
         })
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }
 
 #[derive(sqlx::FromRow)]
@@ -750,7 +750,7 @@ pub async fn contest_candidates(
             load_candidates(&state, contest_id, page)
         })
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }
 
 async fn load_candidates(
@@ -926,7 +926,7 @@ pub async fn get_candidate(
                 .ok_or_else(|| no_candidate(id))
         })
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }
 
 /// Edits a candidate profile. Administrators change anything (and link,

@@ -71,7 +71,7 @@ pub async fn list_cities(
         .cache
         .get_or_load(Namespace::Cities, &key, || load_page(&state, page))
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }
 
 async fn load_page(state: &AppState, page: PageRequest<(String, i64)>) -> AppResult<CityPage> {
@@ -137,7 +137,7 @@ pub async fn get_city(
             load_city(&state, id)
         })
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }
 
 async fn load_city(state: &AppState, id: i64) -> AppResult<City> {

@@ -339,7 +339,7 @@ pub async fn list_exercises(
             load_page(&state, filters, page)
         })
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }
 
 async fn load_page(
@@ -429,5 +429,5 @@ pub async fn get_exercise(
             },
         )
         .await?;
-    Ok(cached.respond(&headers, CACHE))
+    Ok(cached.respond_public(&headers, CACHE))
 }

@@ -11,6 +11,7 @@ pub mod cities;
 pub mod exercises;
 pub mod export;
 pub mod extract;
+pub mod fast_path;
 pub mod idempotency;
 pub mod leaderboard;
 pub mod leeches;

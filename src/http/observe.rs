@@ -4,21 +4,22 @@
 //! labelled by the matched route template (never the raw path, so label
 //! cardinality stays bounded).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::Response;
 use tracing::Instrument;
 
+use crate::cache::layered::Replayable;
 use crate::metrics::Metrics;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// The client's id if it is short and printable; otherwise a new one, so log
 /// lines cannot be forged or bloated through this header.
-fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
+pub(crate) fn request_id(incoming: Option<&HeaderValue>) -> HeaderValue {
     incoming
         .filter(|id| {
             let id = id.as_bytes();
@@ -39,7 +40,7 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("invalid-request-id"))
 }
 
-fn method_label(method: &Method) -> &'static str {
+pub(crate) fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",
@@ -83,33 +84,48 @@ pub async fn observe(State(metrics): State<Metrics>, mut req: Request, next: Nex
     let mut response = crate::http::problems::framework_error_to_problem(response).await;
     drop(guard);
 
+    // A public cached page learns its route here, for the fast path.
+    if let Some(replayable) = response.extensions_mut().get_mut::<Replayable>() {
+        replayable.route = matched.clone();
+    }
+
     let elapsed = started.elapsed();
     let status = response.status();
     metrics.record_request(method, endpoint, status, elapsed);
     response.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-    // The access log line repeats the span's fields so each line stands alone.
+    log_request(id_text, method, endpoint, status, elapsed);
+    response
+}
+
+/// The access log line. It repeats the span's fields so each line stands alone.
+pub(crate) fn log_request(
+    id: &str,
+    method: &str,
+    route: &str,
+    status: StatusCode,
+    elapsed: Duration,
+) {
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let status_code = status.as_u16();
     if status.is_server_error() {
         tracing::error!(
-            request_id = id_text,
+            request_id = id,
             method,
-            route = endpoint,
+            route,
             status = status_code,
             latency_ms,
             "request failed"
         );
     } else {
         tracing::info!(
-            request_id = id_text,
+            request_id = id,
             method,
-            route = endpoint,
+            route,
             status = status_code,
             latency_ms,
             "request"
         );
     }
-    response
 }
 
 #[cfg(test)]

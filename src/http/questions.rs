@@ -529,7 +529,7 @@ pub async fn list_city_questions(
             load_city_page(&state, city_id, contest_id, sort, &page_query).await
         })
         .await?;
-    Ok(cached.respond(&headers, LIST_CACHE))
+    Ok(cached.respond_public(&headers, LIST_CACHE))
 }
 
 async fn load_city_page(
@@ -712,7 +712,7 @@ pub async fn popular_questions(
             })
         })
         .await?;
-    Ok(cached.respond(&headers, LIST_CACHE))
+    Ok(cached.respond_public(&headers, LIST_CACHE))
 }
 
 /// The similar questions of `GET /questions/similar`: a bounded list (the 10
@@ -797,6 +797,8 @@ pub async fn similar_questions(
             })
         })
         .await?;
+    // Not `respond_public`: every search spends the caller's rate limit above,
+    // so it must not be answered by the fast path without running this handler.
     Ok(cached.respond(&headers, LIST_CACHE))
 }
 

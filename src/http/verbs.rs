@@ -97,7 +97,7 @@ pub async fn list_verbs(
             Ok(verb_page(&search, page))
         })
         .await?;
-    Ok(cached.respond(&headers, LIST_CACHE))
+    Ok(cached.respond_public(&headers, LIST_CACHE))
 }
 
 fn verb_page(search: &str, page: PageRequest<String>) -> VerbPage {
@@ -189,5 +189,5 @@ pub async fn get_conjugations(
             spanish::conjugate(&canonical).map_err(|e| AppError::Internal(e.into()))
         })
         .await?;
-    Ok(cached.respond(&headers, CONJUGATION_CACHE))
+    Ok(cached.respond_public(&headers, CONJUGATION_CACHE))
 }

@@ -22,6 +22,7 @@ mod chaos;
 mod cities;
 mod exercises;
 mod export;
+mod fast_path;
 mod http_stack;
 mod idempotency;
 mod leagues;

@@ -1,0 +1,243 @@
+//! The fast path: repeated anonymous GETs of public cached pages are answered
+//! from L1 before routing.
+//!
+//! A handler whose response depends on nothing but the request target and the
+//! `Accept-Encoding` / `If-None-Match` headers answers with
+//! [`Cached::respond_public`](crate::cache::Cached::respond_public), which marks
+//! the response [`Replayable`]. When such a response leaves the router, this
+//! service remembers that its raw request target (path and query, as sent) is
+//! answered by that L1 entry. The next eligible GET of the same target is
+//! answered from the entry directly while it is still current (the namespace's
+//! generation has not moved and its L1 TTL has not run out), so it skips
+//! routing, query parsing, the cache-key `format!`, compression, CORS and the
+//! per-route middleware. Anything else (a stale entry, an unknown target)
+//! goes through the router as before, and a replayable answer refreshes the
+//! memo.
+//!
+//! What a replayed response holds is what the router would have sent: the same
+//! [`Cached::respond`](crate::cache::Cached::respond) makes it, the headers CORS
+//! adds to a request without `Origin` are added too, and it gets its own
+//! request id, access-log line and request metrics under the route template.
+//! `tests/it/fast_path.rs` compares the two paths header by header.
+//!
+//! Only GETs without `Authorization` (the caller is anonymous), without
+//! `Origin` (CORS answers depend on it) and without a body are eligible. The
+//! rate-limited similar-questions search is not replayable: its handler must
+//! run to spend the caller's limit.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::Response;
+use axum::routing::future::RouteFuture;
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Either, Ready, ready};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::cache::Cache;
+use crate::cache::layered::{Cached, Replayable};
+use crate::config::CorsOrigins;
+use crate::http::observe::{REQUEST_ID_HEADER, log_request, request_id};
+use crate::metrics::Metrics;
+
+/// The router behind the fast path. Cheap to clone (two `Arc`s).
+#[derive(Clone)]
+pub struct FastPath {
+    router: Router,
+    shared: Option<Arc<Shared>>,
+}
+
+struct Shared {
+    cache: Cache,
+    metrics: Metrics,
+    /// Raw request target → the entry that answers it.
+    memo: moka::sync::Cache<Box<str>, Arc<Memo>>,
+    /// What the CORS layer adds to a GET without `Origin` (empty without CORS).
+    cors_headers: HeaderMap,
+}
+
+/// One remembered answer, with its metric handles resolved once.
+struct Memo {
+    cached: Arc<Cached>,
+    cache_control: &'static str,
+    route: Box<str>,
+    ok_total: prometheus::IntCounter,
+    not_modified_total: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+}
+
+impl FastPath {
+    /// `enabled` is `HTTP_FAST_PATH` (with the cache off there is nothing to
+    /// replay, and the fast path is off too). The memo may hold a quarter of
+    /// `CACHE_L1_MAX_BYTES` in entries: they are mostly the very entries L1
+    /// holds (shared, not copied); only those L1 has already evicted cost
+    /// memory of their own, until their TTL ends.
+    pub fn new(
+        router: Router,
+        enabled: bool,
+        cache: Cache,
+        metrics: Metrics,
+        cors: &CorsOrigins,
+    ) -> Self {
+        // Without the CORS headers the two paths could not answer alike.
+        let cors_headers = (enabled && cache.enabled())
+            .then(|| cors_headers_without_origin(cors))
+            .flatten();
+        let shared = cors_headers.map(|cors_headers| {
+            let memo = moka::sync::Cache::<Box<str>, Arc<Memo>>::builder()
+                .max_capacity(cache.l1_max_bytes() / 4)
+                .weigher(|target, memo| {
+                    let bytes = target.len() + memo.cached.weight() + 256;
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
+                .build();
+            Arc::new(Shared {
+                cache,
+                metrics,
+                memo,
+                cors_headers,
+            })
+        });
+        Self { router, shared }
+    }
+}
+
+/// The headers the CORS layer adds to a plain GET without `Origin`, got by
+/// asking the layer itself, so the two paths cannot drift apart. None if it
+/// does not answer at once (then the fast path stays off).
+fn cors_headers_without_origin(origins: &CorsOrigins) -> Option<HeaderMap> {
+    let Some(layer) = crate::app::cors_layer(origins) else {
+        return Some(HeaderMap::new());
+    };
+    let inner =
+        tower::service_fn(|_: Request| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
+    let mut probe = Request::new(Body::empty());
+    *probe.method_mut() = Method::GET;
+    // Every future in this chain is ready at once (no async origin predicate).
+    match layer.layer(inner).oneshot(probe).now_or_never() {
+        Some(Ok(response)) => Some(response.headers().clone()),
+        _ => {
+            tracing::warn!("could not read the CORS headers; the fast path is off");
+            None
+        }
+    }
+}
+
+/// A GET without credentials, `Origin` or body.
+fn eligible(request: &Request) -> bool {
+    let headers = request.headers();
+    request.method() == Method::GET
+        && !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key(header::ORIGIN)
+        && !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+}
+
+impl Shared {
+    /// The remembered answer for this request's target, if it is current.
+    fn replay(&self, request: &Request) -> Option<Response> {
+        let target = request.uri().path_and_query()?.as_str();
+        let memo = self.memo.get(target)?;
+        let started = Instant::now();
+        if !self.cache.replay_current(&memo.cached, started) {
+            self.memo.invalidate(target);
+            return None;
+        }
+        let id = request_id(request.headers().get(REQUEST_ID_HEADER));
+        let mut response = memo.cached.respond(request.headers(), memo.cache_control);
+        let headers = response.headers_mut();
+        for (name, value) in &self.cors_headers {
+            headers.append(name, value.clone());
+        }
+        headers.insert(REQUEST_ID_HEADER, id.clone());
+        let status = response.status();
+        self.metrics.fast_path_replays_total.inc();
+        if status == StatusCode::NOT_MODIFIED {
+            memo.not_modified_total.inc();
+        } else {
+            memo.ok_total.inc();
+        }
+        let elapsed = started.elapsed();
+        memo.duration.observe(elapsed.as_secs_f64());
+        log_request(
+            id.to_str().unwrap_or("invalid-request-id"),
+            "GET",
+            &memo.route,
+            status,
+            elapsed,
+        );
+        Some(response)
+    }
+
+    /// Remembers a replayable answer from the router for `target`.
+    fn remember(&self, target: &Uri, response: &mut Response) {
+        let Some(replayable) = response.extensions_mut().remove::<Replayable>() else {
+            return;
+        };
+        let status = response.status();
+        let (Some(route), Some(target), true) = (
+            replayable.route,
+            target.path_and_query(),
+            status == StatusCode::OK || status == StatusCode::NOT_MODIFIED,
+        ) else {
+            return;
+        };
+        let route = route.as_str();
+        let metrics = &self.metrics;
+        let memo = Memo {
+            cached: replayable.cached,
+            cache_control: replayable.cache_control,
+            route: route.into(),
+            ok_total: metrics.requests_total.with_label_values(&[
+                "GET",
+                route,
+                StatusCode::OK.as_str(),
+            ]),
+            not_modified_total: metrics.requests_total.with_label_values(&[
+                "GET",
+                route,
+                StatusCode::NOT_MODIFIED.as_str(),
+            ]),
+            duration: metrics.request_duration.with_label_values(&[route]),
+        };
+        self.memo.insert(target.as_str().into(), Arc::new(memo));
+    }
+}
+
+type Answer = Result<Response, Infallible>;
+
+impl Service<Request> for FastPath {
+    type Response = Response;
+    type Error = Infallible;
+    type Future =
+        Either<Ready<Answer>, Either<RouteFuture<Infallible>, BoxFuture<'static, Answer>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A Router is always ready; a replayed answer never reaches it.
+        Service::<Request>::poll_ready(&mut self.router, cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let shared = match &self.shared {
+            Some(shared) if eligible(&request) => shared,
+            _ => return Either::Right(Either::Left(self.router.call(request))),
+        };
+        if let Some(response) = shared.replay(&request) {
+            return Either::Left(ready(Ok(response)));
+        }
+        let shared = shared.clone();
+        let target = request.uri().clone();
+        let routed = self.router.call(request);
+        Either::Right(Either::Right(Box::pin(async move {
+            let mut response = routed.await?;
+            shared.remember(&target, &mut response);
+            Ok(response)
+        })))
+    }
+}
