@@ -71,6 +71,8 @@ pub struct Cached {
     /// every later hit copies bytes). None when the body is below the size
     /// worth compressing.
     gzip: OnceLock<Option<Encoded>>,
+    /// The brotli encoding, made the same way.
+    brotli: OnceLock<Option<Encoded>>,
 }
 
 /// The L1 slot an entry was loaded for.
@@ -108,17 +110,16 @@ impl Cached {
             origin,
             created: Instant::now(),
             gzip: OnceLock::new(),
+            brotli: OnceLock::new(),
         })
     }
 
     /// Bytes this entry holds (body and, once made, its gzip variant).
     pub fn weight(&self) -> usize {
-        self.body.len()
-            + self
-                .gzip
-                .get()
-                .and_then(Option::as_ref)
-                .map_or(0, |e| e.body.len())
+        let variant = |v: &OnceLock<Option<Encoded>>| {
+            v.get().and_then(Option::as_ref).map_or(0, |e| e.body.len())
+        };
+        self.body.len() + variant(&self.gzip) + variant(&self.brotli)
     }
 
     /// Like [`Cached::respond`], for a response that depends on nothing but
@@ -142,37 +143,40 @@ impl Cached {
         response
     }
 
-    /// The gzip variant, compressed on first use.
-    fn gzip(&self) -> Option<&Encoded> {
-        self.gzip
-            .get_or_init(|| {
-                if (self.body.len() as u64) < crate::app::COMPRESSION_MIN_BYTES {
-                    return None;
-                }
-                let compressed = gzip(&self.body)?;
-                // A per-encoding strong tag: `"<identity tag without its
-                // closing quote>-gzip"`.
-                let identity = self.etag.to_str().ok()?;
-                let tag = format!("{}-gzip\"", identity.strip_suffix('"')?);
-                Some(Encoded {
-                    body: Bytes::from(compressed),
-                    etag: HeaderValue::from_str(&tag).ok()?,
-                })
+    /// The variant for `coding`, compressed on first use; None for identity
+    /// and for bodies below the size worth compressing.
+    fn variant(&self, coding: Coding) -> Option<&Encoded> {
+        let slot = match coding {
+            Coding::Identity => return None,
+            Coding::Gzip => &self.gzip,
+            Coding::Brotli => &self.brotli,
+        };
+        slot.get_or_init(|| {
+            if (self.body.len() as u64) < crate::app::COMPRESSION_MIN_BYTES {
+                return None;
+            }
+            let compressed = encode(coding, &self.body)?;
+            // A per-encoding strong tag: `"<identity tag without its
+            // closing quote>-<coding>"`.
+            let identity = self.etag.to_str().ok()?;
+            let tag = format!("{}-{}\"", identity.strip_suffix('"')?, coding.token());
+            Some(Encoded {
+                body: Bytes::from(compressed),
+                etag: HeaderValue::from_str(&tag).ok()?,
             })
-            .as_ref()
+        })
+        .as_ref()
     }
 
     /// 200 with the body, or 304 when `If-None-Match` already names the
     /// representation this request would get; both carry its ETag,
     /// `cache_control` and `Vary: Accept-Encoding`. A client that accepts
-    /// gzip gets the stored gzip variant (the compression layer leaves a
-    /// response that has a `Content-Encoding` alone).
+    /// brotli or gzip gets the stored variant it prefers (brotli on a tie:
+    /// it is smaller); the compression layer leaves a response that has a
+    /// `Content-Encoding` alone.
     pub fn respond(&self, request: &HeaderMap, cache_control: &'static str) -> Response {
-        let encoded = if accepts_gzip(request) {
-            self.gzip()
-        } else {
-            None
-        };
+        let coding = preferred_coding(request);
+        let encoded = self.variant(coding);
         let (body, etag) = match encoded {
             Some(e) => (&e.body, &e.etag),
             None => (&self.body, &self.etag),
@@ -192,9 +196,10 @@ impl Cached {
             )
                 .into_response();
             if encoded.is_some() {
-                response
-                    .headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                response.headers_mut().insert(
+                    header::CONTENT_ENCODING,
+                    HeaderValue::from_static(coding.token()),
+                );
             }
             response
         };
@@ -230,6 +235,7 @@ impl Cached {
             origin,
             created: Instant::now(),
             gzip: OnceLock::new(),
+            brotli: OnceLock::new(),
         })
     }
 }
@@ -244,10 +250,54 @@ fn gzip(body: &[u8]) -> Option<Vec<u8>> {
     encoder.finish().ok()
 }
 
-/// Does `Accept-Encoding` accept gzip (`gzip` or `*`, with a non-zero q)?
-/// An explicit `gzip;q=0` refuses it whatever `*` says.
-pub fn accepts_gzip(request: &HeaderMap) -> bool {
-    let mut star = false;
+/// Brotli at quality 5: most of quality 11's gain on JSON at a small part of
+/// its cost (a variant is made once per entry and instance, but the questions
+/// namespace is reloaded after every vote).
+fn brotli(body: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(body.len() / 4);
+    {
+        let mut encoder = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        encoder.write_all(body).ok()?;
+        encoder.flush().ok()?;
+    }
+    Some(out)
+}
+
+/// `body` in `coding` as a cached variant stores it (None for identity, or
+/// if the encoder fails). Public for `benches/encodings.rs`.
+pub fn encode(coding: Coding, body: &[u8]) -> Option<Vec<u8>> {
+    match coding {
+        Coding::Identity => None,
+        Coding::Gzip => gzip(body),
+        Coding::Brotli => brotli(body),
+    }
+}
+
+/// A content coding a cached body is stored in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Coding {
+    Identity,
+    Gzip,
+    Brotli,
+}
+
+impl Coding {
+    /// Its `Content-Encoding` token (and ETag suffix).
+    pub fn token(self) -> &'static str {
+        match self {
+            Coding::Identity => "identity",
+            Coding::Gzip => "gzip",
+            Coding::Brotli => "br",
+        }
+    }
+}
+
+/// The coding `Accept-Encoding` prefers among brotli and gzip: the one with
+/// the higher q (an explicit entry wins over `*`; brotli on a tie), identity
+/// when neither is acceptable (q=0, or not named and no `*`).
+pub fn preferred_coding(request: &HeaderMap) -> Coding {
+    let (mut gzip, mut brotli, mut star) = (None, None, None);
     for value in request.get_all(header::ACCEPT_ENCODING) {
         let Ok(value) = value.to_str() else {
             continue;
@@ -255,22 +305,32 @@ pub fn accepts_gzip(request: &HeaderMap) -> bool {
         for item in value.split(',') {
             let mut parts = item.split(';');
             let coding = parts.next().unwrap_or("").trim();
-            let q_zero = parts.any(|p| {
-                let p = p.trim();
-                p.strip_prefix("q=")
-                    .or_else(|| p.strip_prefix("Q="))
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
+            let q = parts
+                .filter_map(|p| {
+                    let p = p.trim();
+                    p.strip_prefix("q=").or_else(|| p.strip_prefix("Q="))
+                })
+                .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+                .next()
+                .unwrap_or(1.0);
             if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
-                return !q_zero;
-            }
-            if coding == "*" {
-                star = !q_zero;
+                gzip = Some(q);
+            } else if coding.eq_ignore_ascii_case("br") {
+                brotli = Some(q);
+            } else if coding == "*" {
+                star = Some(q);
             }
         }
     }
-    star
+    let gzip = gzip.or(star).unwrap_or(0.0);
+    let brotli = brotli.or(star).unwrap_or(0.0);
+    if brotli > 0.0 && brotli >= gzip {
+        Coding::Brotli
+    } else if gzip > 0.0 {
+        Coding::Gzip
+    } else {
+        Coding::Identity
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -896,16 +956,52 @@ mod tests {
 
     #[test]
     fn accept_encoding_is_read_with_its_q_values() {
-        let accepts = |v| accepts_gzip(&request(Some(v), None));
-        assert!(accepts("gzip"));
-        assert!(accepts("br, gzip;q=0.5, deflate"));
-        assert!(accepts("*"));
-        assert!(accepts("GZIP"));
-        assert!(!accepts("gzip;q=0"));
-        assert!(!accepts("*, gzip;q=0"));
-        assert!(!accepts("br, deflate"));
-        assert!(!accepts("identity"));
-        assert!(!accepts_gzip(&HeaderMap::new()));
+        let preferred = |v| preferred_coding(&request(Some(v), None));
+        assert_eq!(preferred("gzip"), Coding::Gzip);
+        assert_eq!(preferred("GZIP"), Coding::Gzip);
+        assert_eq!(preferred("x-gzip, deflate"), Coding::Gzip);
+        assert_eq!(preferred("br, gzip;q=0.5, deflate"), Coding::Brotli);
+        assert_eq!(
+            preferred("gzip, deflate, br, zstd"),
+            Coding::Brotli,
+            "a tie"
+        );
+        assert_eq!(preferred("br;q=0.4, gzip;q=0.9"), Coding::Gzip);
+        assert_eq!(preferred("*"), Coding::Brotli);
+        assert_eq!(preferred("*, br;q=0"), Coding::Gzip);
+        assert_eq!(preferred("br;q=0, gzip;q=0"), Coding::Identity);
+        assert_eq!(preferred("*, gzip;q=0, br;q=0"), Coding::Identity);
+        assert_eq!(preferred("deflate, zstd"), Coding::Identity);
+        assert_eq!(preferred("identity"), Coding::Identity);
+        assert_eq!(preferred("gzip;q=bogus"), Coding::Identity);
+        assert_eq!(preferred_coding(&HeaderMap::new()), Coding::Identity);
+    }
+
+    #[tokio::test]
+    async fn a_brotli_client_gets_the_stored_brotli_variant_with_its_own_tag() {
+        let cached = entry(4000);
+        let plain = cached.respond(&request(None, None), "public, max-age=60");
+        let identity = bytes(plain).await;
+        let compressed = cached.respond(&request(Some("gzip, br"), None), "public, max-age=60");
+        assert_eq!(compressed.headers()[header::CONTENT_ENCODING], "br");
+        assert_eq!(compressed.headers()[header::VARY], "accept-encoding");
+        let tag = compressed.headers()[header::ETAG]
+            .to_str()
+            .expect("tag")
+            .to_owned();
+        assert!(tag.ends_with("-br\""), "{tag}");
+        let body = bytes(compressed).await;
+        assert!(body.len() < identity.len());
+        let mut decoded = Vec::new();
+        brotli::Decompressor::new(&body[..], 4096)
+            .read_to_end(&mut decoded)
+            .expect("brotli");
+        assert_eq!(decoded, identity);
+        let again = cached.respond(&request(Some("br"), Some(&tag)), "public, max-age=60");
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        let gzip_only = cached.respond(&request(Some("gzip"), Some(&tag)), "public, max-age=60");
+        assert_eq!(gzip_only.status(), StatusCode::OK, "another representation");
+        assert_eq!(gzip_only.headers()[header::CONTENT_ENCODING], "gzip");
     }
 
     #[tokio::test]
@@ -917,7 +1013,7 @@ mod tests {
         assert_eq!(plain.headers()[header::VARY], "accept-encoding");
         let identity = bytes(plain).await;
 
-        let zipped = cached.respond(&request(Some("gzip, br"), None), "public, max-age=60");
+        let zipped = cached.respond(&request(Some("gzip, deflate"), None), "public, max-age=60");
         assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
         assert_eq!(zipped.headers()[header::VARY], "accept-encoding");
         let tag = zipped.headers()[header::ETAG]
