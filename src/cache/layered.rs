@@ -114,7 +114,12 @@ impl Cached {
         })
     }
 
-    /// Bytes this entry holds (body and, once made, its gzip variant).
+    /// When L1 drops this entry (its TTL from when it was made).
+    pub fn l1_expires_at(&self) -> Instant {
+        self.created + self.l1_ttl
+    }
+
+    /// Bytes this entry holds (body and, once made, its encoded variants).
     pub fn weight(&self) -> usize {
         let variant = |v: &OnceLock<Option<Encoded>>| {
             v.get().and_then(Option::as_ref).map_or(0, |e| e.body.len())

@@ -28,7 +28,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -96,6 +96,7 @@ impl FastPath {
                     let bytes = target.len() + memo.cached.weight() + 256;
                     u32::try_from(bytes).unwrap_or(u32::MAX)
                 })
+                .expire_after(UntilL1Drops)
                 .build();
             Arc::new(Shared {
                 cache,
@@ -105,6 +106,31 @@ impl FastPath {
             })
         });
         Self { router, shared }
+    }
+}
+
+/// A memo entry lives no longer than L1 keeps its entry, so a target that is
+/// never asked again does not keep a stale body alive.
+struct UntilL1Drops;
+
+impl moka::Expiry<Box<str>, Arc<Memo>> for UntilL1Drops {
+    fn expire_after_create(
+        &self,
+        _: &Box<str>,
+        memo: &Arc<Memo>,
+        now: Instant,
+    ) -> Option<Duration> {
+        Some(memo.cached.l1_expires_at().saturating_duration_since(now))
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &Box<str>,
+        memo: &Arc<Memo>,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(memo.cached.l1_expires_at().saturating_duration_since(now))
     }
 }
 
