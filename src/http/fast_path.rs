@@ -15,15 +15,15 @@
 //! memo.
 //!
 //! What a replayed response holds is what the router would have sent: the same
-//! [`Cached::respond`](crate::cache::Cached::respond) makes it, the headers CORS
-//! adds to a request without `Origin` are added too, and it gets its own
-//! request id, access-log line and request metrics under the route template.
-//! `tests/it/fast_path.rs` compares the two paths header by header.
+//! [`Cached::respond`](crate::cache::Cached::respond) makes it, the headers the
+//! CORS layer adds for the request's `Origin` (asked of the layer at start-up)
+//! are added too, and it gets its own request id, access-log line and request
+//! metrics under the route template. `tests/it/fast_path.rs` compares the two
+//! paths header by header.
 //!
-//! Only GETs without `Authorization` (the caller is anonymous), without
-//! `Origin` (CORS answers depend on it) and without a body are eligible. The
-//! rate-limited similar-questions search is not replayable: its handler must
-//! run to spend the caller's limit.
+//! Only GETs without `Authorization` (the caller is anonymous) and without a
+//! body are eligible. The rate-limited similar-questions search is not
+//! replayable: its handler must run to spend the caller's limit.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::future::RouteFuture;
 use futures_util::FutureExt;
@@ -58,8 +58,73 @@ struct Shared {
     metrics: Metrics,
     /// Raw request target → the entry that answers it.
     memo: moka::sync::Cache<Box<str>, Arc<Memo>>,
-    /// What the CORS layer adds to a GET without `Origin` (empty without CORS).
-    cors_headers: HeaderMap,
+    /// What the CORS layer adds to a GET, by its `Origin`.
+    cors: CorsHeaders,
+}
+
+/// The headers the CORS layer adds to a plain GET, asked of the layer itself
+/// at start-up so the two paths cannot drift apart. They depend only on
+/// whether the request has an `Origin` and, with a list of origins, on which
+/// listed origin it is (an unlisted one is answered like any other unlisted
+/// one). All empty without CORS.
+struct CorsHeaders {
+    without_origin: HeaderMap,
+    unlisted_origin: HeaderMap,
+    listed: Vec<(HeaderValue, HeaderMap)>,
+}
+
+impl CorsHeaders {
+    /// None if the layer does not answer at once (then the fast path stays off).
+    fn probe(origins: &CorsOrigins) -> Option<Self> {
+        let Some(layer) = crate::app::cors_layer(origins) else {
+            return Some(Self {
+                without_origin: HeaderMap::new(),
+                unlisted_origin: HeaderMap::new(),
+                listed: Vec::new(),
+            });
+        };
+        let ask = |origin: Option<&HeaderValue>| {
+            let inner = tower::service_fn(|_: Request| async {
+                Ok::<_, Infallible>(Response::new(Body::empty()))
+            });
+            let mut probe = Request::new(Body::empty());
+            *probe.method_mut() = Method::GET;
+            if let Some(origin) = origin {
+                probe.headers_mut().insert(header::ORIGIN, origin.clone());
+            }
+            // Every future in this chain is ready at once (no async origin
+            // predicate is configured).
+            match layer.clone().layer(inner).oneshot(probe).now_or_never() {
+                Some(Ok(response)) => Some(response.headers().clone()),
+                _ => None,
+            }
+        };
+        let listed = match origins {
+            CorsOrigins::List(list) => list
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok())
+                .map(|o| Some((o.clone(), ask(Some(&o))?)))
+                .collect::<Option<Vec<_>>>()?,
+            CorsOrigins::None | CorsOrigins::Any => Vec::new(),
+        };
+        let unlisted = HeaderValue::from_static("https://unlisted.fast-path.invalid");
+        let headers = Self {
+            without_origin: ask(None)?,
+            unlisted_origin: ask(Some(&unlisted))?,
+            listed,
+        };
+        Some(headers)
+    }
+
+    fn for_origin(&self, origin: Option<&HeaderValue>) -> &HeaderMap {
+        let Some(origin) = origin else {
+            return &self.without_origin;
+        };
+        self.listed
+            .iter()
+            .find(|(listed, _)| listed == origin)
+            .map_or(&self.unlisted_origin, |(_, headers)| headers)
+    }
 }
 
 /// One remembered answer, with its metric handles resolved once.
@@ -86,10 +151,13 @@ impl FastPath {
         cors: &CorsOrigins,
     ) -> Self {
         // Without the CORS headers the two paths could not answer alike.
-        let cors_headers = (enabled && cache.enabled())
-            .then(|| cors_headers_without_origin(cors))
+        let cors = (enabled && cache.enabled())
+            .then(|| CorsHeaders::probe(cors))
             .flatten();
-        let shared = cors_headers.map(|cors_headers| {
+        if enabled && cache.enabled() && cors.is_none() {
+            tracing::warn!("could not read the CORS headers; the fast path is off");
+        }
+        let shared = cors.map(|cors| {
             let memo = moka::sync::Cache::<Box<str>, Arc<Memo>>::builder()
                 .max_capacity(cache.l1_max_bytes() / 4)
                 .weigher(|target, memo| {
@@ -102,7 +170,7 @@ impl FastPath {
                 cache,
                 metrics,
                 memo,
-                cors_headers,
+                cors,
             })
         });
         Self { router, shared }
@@ -134,33 +202,11 @@ impl moka::Expiry<Box<str>, Arc<Memo>> for UntilL1Drops {
     }
 }
 
-/// The headers the CORS layer adds to a plain GET without `Origin`, got by
-/// asking the layer itself, so the two paths cannot drift apart. None if it
-/// does not answer at once (then the fast path stays off).
-fn cors_headers_without_origin(origins: &CorsOrigins) -> Option<HeaderMap> {
-    let Some(layer) = crate::app::cors_layer(origins) else {
-        return Some(HeaderMap::new());
-    };
-    let inner =
-        tower::service_fn(|_: Request| async { Ok::<_, Infallible>(Response::new(Body::empty())) });
-    let mut probe = Request::new(Body::empty());
-    *probe.method_mut() = Method::GET;
-    // Every future in this chain is ready at once (no async origin predicate).
-    match layer.layer(inner).oneshot(probe).now_or_never() {
-        Some(Ok(response)) => Some(response.headers().clone()),
-        _ => {
-            tracing::warn!("could not read the CORS headers; the fast path is off");
-            None
-        }
-    }
-}
-
-/// A GET without credentials, `Origin` or body.
+/// A GET without credentials or body.
 fn eligible(request: &Request) -> bool {
     let headers = request.headers();
     request.method() == Method::GET
         && !headers.contains_key(header::AUTHORIZATION)
-        && !headers.contains_key(header::ORIGIN)
         && !headers.contains_key(header::CONTENT_LENGTH)
         && !headers.contains_key(header::TRANSFER_ENCODING)
 }
@@ -178,7 +224,8 @@ impl Shared {
         let id = request_id(request.headers().get(REQUEST_ID_HEADER));
         let mut response = memo.cached.respond(request.headers(), memo.cache_control);
         let headers = response.headers_mut();
-        for (name, value) in &self.cors_headers {
+        let cors = self.cors.for_origin(request.headers().get(header::ORIGIN));
+        for (name, value) in cors {
             headers.append(name, value.clone());
         }
         headers.insert(REQUEST_ID_HEADER, id.clone());
@@ -265,5 +312,49 @@ impl Service<Request> for FastPath {
             shared.remember(&target, &mut response);
             Ok(response)
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allowed(headers: &HeaderMap) -> Option<&str> {
+        headers
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn without_cors_no_header_is_added_for_any_origin() {
+        let cors = CorsHeaders::probe(&CorsOrigins::None).expect("probed");
+        let origin = HeaderValue::from_static("https://a.example");
+        assert!(cors.for_origin(None).is_empty());
+        assert!(cors.for_origin(Some(&origin)).is_empty());
+    }
+
+    #[test]
+    fn with_a_list_only_a_listed_origin_is_allowed() {
+        let list = CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()]);
+        let cors = CorsHeaders::probe(&list).expect("probed");
+        let b = HeaderValue::from_static("https://b.example");
+        let other = HeaderValue::from_static("https://c.example");
+        assert_eq!(
+            allowed(cors.for_origin(Some(&b))),
+            Some("https://b.example")
+        );
+        assert_eq!(allowed(cors.for_origin(Some(&other))), None);
+        assert_eq!(allowed(cors.for_origin(None)), None);
+        assert!(
+            cors.for_origin(None).get(header::VARY).is_some(),
+            "Vary: Origin even without one"
+        );
+    }
+
+    #[test]
+    fn with_any_origin_every_origin_gets_the_star() {
+        let cors = CorsHeaders::probe(&CorsOrigins::Any).expect("probed");
+        let origin = HeaderValue::from_static("https://anywhere.example");
+        assert_eq!(allowed(cors.for_origin(Some(&origin))), Some("*"));
     }
 }
