@@ -13,6 +13,8 @@
 #   UNCACHED_ONLY=1 benches/http.sh
 #       # the references, /health and the uncached reads (CACHE_ENABLED=false)
 #       # only: the ratio to bare axum + sqlx (~3 minutes)
+#   BENCH_LOG=info ACCEPT_ENCODING=gzip CACHED_ONLY=1 benches/http.sh
+#       # with the production log level: one access-log line per request
 #   WRITES_ONLY=1 benches/http.sh
 #       # POST /attempts and PUT /vote spread over 64 users only (~3 minutes)
 #   COMPARE_URL=http://host:port/path ACCEPT_ENCODING=gzip CACHED_ONLY=1 benches/http.sh
@@ -52,7 +54,9 @@ taskset -c 0 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appe
     --daemonize yes --dir "$WORK" --logfile "$WORK/redis.log" >/dev/null
 "$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -q -c "CREATE DATABASE bench" >/dev/null
 
-export APP_ENV=test LOG_FORMAT=json RUST_LOG=warn
+# BENCH_LOG=info measures what production's access log costs (one JSON line
+# per request); the default keeps logging out of the comparison.
+export APP_ENV=test LOG_FORMAT=json RUST_LOG="${BENCH_LOG:-warn}"
 export DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/bench"
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 export JWT_SECRET="bench-$(python3 -c 'import secrets; print(secrets.token_urlsafe(40))')"

@@ -151,7 +151,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init(&config.log);
+    // Held to the end: dropping it writes out the log lines still queued.
+    let _log_writer = telemetry::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

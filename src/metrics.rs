@@ -40,6 +40,9 @@ pub struct MetricsInner {
     pub redis_errors_total: IntCounter,
     /// Requests answered by the fast path (src/http/fast_path.rs).
     pub fast_path_replays_total: IntCounter,
+    /// Log lines dropped because stdout could not keep up (src/telemetry.rs),
+    /// brought up to date at each scrape.
+    log_lines_dropped_total: IntCounter,
     pub rate_limit_decisions_total: IntCounterVec,
     pub auth_events_total: IntCounterVec,
     pub cache_requests_total: IntCounterVec,
@@ -175,6 +178,11 @@ impl Metrics {
             "Requests answered by the fast path: a public cached page replayed from L1 without routing",
         )
         .expect("valid metric");
+        let log_lines_dropped_total = IntCounter::new(
+            "log_lines_dropped_total",
+            "Log lines dropped because the log writer's queue was full (stdout too slow)",
+        )
+        .expect("valid metric");
         let rate_limit_decisions_total = IntCounterVec::new(
             Opts::new(
                 "rate_limit_decisions_total",
@@ -260,6 +268,7 @@ impl Metrics {
             Box::new(dependency_up.clone()),
             Box::new(redis_errors_total.clone()),
             Box::new(fast_path_replays_total.clone()),
+            Box::new(log_lines_dropped_total.clone()),
             Box::new(rate_limit_decisions_total.clone()),
             Box::new(auth_events_total.clone()),
             Box::new(cache_requests_total.clone()),
@@ -295,6 +304,7 @@ impl Metrics {
                 dependency_up,
                 redis_errors_total,
                 fast_path_replays_total,
+                log_lines_dropped_total,
                 rate_limit_decisions_total,
                 auth_events_total,
                 cache_requests_total,
@@ -311,6 +321,7 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
+        crate::telemetry::count_dropped_lines(&self.log_lines_dropped_total);
         let mut buffer = Vec::with_capacity(16 * 1024);
         if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
             tracing::error!(error = %e, "encoding metrics failed");

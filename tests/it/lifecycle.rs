@@ -64,6 +64,17 @@ async fn sigterm_lets_in_flight_requests_finish_while_ready_answers_503() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // A page read twice: routed, then replayed by the fast path. Both log.
+    for id in ["routed-one", "replayed-one"] {
+        let response = client
+            .get(format!("{base}/api/v1/cities/1"))
+            .header("x-request-id", id)
+            .send()
+            .await
+            .expect("city");
+        assert_eq!(response.status(), 200);
+    }
+
     // Hold a lock so the next read blocks: a request that is in flight for as
     // long as the test wants.
     let mut lock = primary.begin().await.expect("begin");
@@ -146,6 +157,19 @@ async fn sigterm_lets_in_flight_requests_finish_while_ready_answers_503() {
     assert_eq!(entry["route"], "/api/v1/cities");
     assert_eq!(entry["method"], "GET");
     assert!(entry["latency_ms"].as_f64().is_some_and(|ms| ms > 1000.0));
+    for id in ["routed-one", "replayed-one"] {
+        let logged = lines
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|v| {
+                v["request_id"] == id && v["route"] == "/api/v1/cities/{id}" && v["status"] == 200
+            });
+        assert!(
+            logged,
+            "no access log line for {id} in:\n{}",
+            lines.join("\n")
+        );
+    }
 }
 
 #[tokio::test]
