@@ -31,6 +31,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 # shellcheck source=../scripts/lib/ensure-packages.sh
 source scripts/lib/ensure-packages.sh
+# shellcheck source=../scripts/lib/bench-users.sh
+source scripts/lib/bench-users.sh
 ensure_packages wrk postgresql postgresql-contrib redis-server curl
 cargo build --release --locked --bin refbackend --examples --quiet
 BIN=$TARGET/release/refbackend
@@ -131,12 +133,7 @@ ask_questions() {
 # row, review card, progress and skill aggregates) plus a consistency token and
 # a leaderboard update in Redis; each vote flips one (voter, question) pair.
 write_rows() {
-    : >"$WORK/tokens"
-    for i in $(seq 1 64); do
-        curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
-            -d "{\"email\":\"learner$i@example.com\",\"password\":\"benchmark password\",\"display_name\":\"Learner\"}" \
-            | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' >>"$WORK/tokens"
-    done
+    register_learners 64 "http://127.0.0.1:$API_PORT" "$WORK/tokens"
     "$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At -F ' ' \
         -c "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 200" >"$WORK/attempts"
     "$(scripts/pg-node bindir)/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -At \

@@ -28,6 +28,8 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 # shellcheck source=../scripts/lib/ensure-packages.sh
 source scripts/lib/ensure-packages.sh
+# shellcheck source=../scripts/lib/bench-users.sh
+source scripts/lib/bench-users.sh
 ensure_packages wrk postgresql postgresql-contrib redis-server curl
 cargo build --release --locked --bin refbackend --quiet
 BIN=$TARGET/release/refbackend
@@ -88,12 +90,7 @@ bench() {
 
 # 64 learners, registered through the API (real password hashes).
 start "$BIN" serve
-: >"$WORK/tokens"
-for i in $(seq 1 64); do
-    curl -fsS -X POST "http://127.0.0.1:$API_PORT/api/v1/auth/register" -H 'content-type: application/json' \
-        -d "{\"email\":\"learner$i@example.com\",\"password\":\"benchmark password\",\"display_name\":\"Learner\"}" \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' >>"$WORK/tokens"
-done
+register_learners 64 "http://127.0.0.1:$API_PORT" "$WORK/tokens"
 stop
 sql -F ' ' -c "SELECT id, answer FROM exercises WHERE kind = 'conjugation' ORDER BY id LIMIT 200" >"$WORK/attempts"
 
