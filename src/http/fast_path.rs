@@ -150,13 +150,16 @@ impl FastPath {
         metrics: Metrics,
         cors: &CorsOrigins,
     ) -> Self {
-        // Without the CORS headers the two paths could not answer alike.
-        let cors = (enabled && cache.enabled())
-            .then(|| CorsHeaders::probe(cors))
-            .flatten();
-        if enabled && cache.enabled() && cors.is_none() {
-            tracing::warn!("could not read the CORS headers; the fast path is off");
-        }
+        let cors = if enabled && cache.enabled() {
+            // Without the CORS headers the two paths could not answer alike.
+            let probed = CorsHeaders::probe(cors);
+            if probed.is_none() {
+                tracing::warn!("could not read the CORS headers; the fast path is off");
+            }
+            probed
+        } else {
+            None
+        };
         let shared = cors.map(|cors| {
             let memo = moka::sync::Cache::<Box<str>, Arc<Memo>>::builder()
                 .max_capacity(cache.l1_max_bytes() / 4)
