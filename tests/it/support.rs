@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::services::{TestDatabase, services};
+use crate::services::{REPLICA_CATCH_UP_TIMEOUT, TestDatabase, services};
 
 /// The signing secret of test apps (random-looking, 48 bytes).
 pub const TEST_SECRET: &str = "q3Jx9vT2mL7cR1wZ8kN4pB6yF0hD5sG2aE9uK3iO7tY1nM4b";
@@ -371,7 +371,7 @@ pub async fn wait_for_catch_up(primary_url: &str, replica_url: &str) {
         .await
         .expect("primary lsn");
     primary.close().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + REPLICA_CATCH_UP_TIMEOUT;
     loop {
         if let Ok(replica) = sqlx::PgPool::connect(replica_url).await {
             let caught_up: Option<bool> =
@@ -387,7 +387,7 @@ pub async fn wait_for_catch_up(primary_url: &str, replica_url: &str) {
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "replica did not catch up with {lsn}"
+            "the replica did not replay up to {lsn} within {REPLICA_CATCH_UP_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -29,8 +29,12 @@ use sqlx::{Connection, PgConnection};
 
 /// Name of the migrated database every test database is copied from.
 const TEMPLATE_DB: &str = "it_template";
-/// How long to wait for a replica to replay up to a given point.
-const REPLICA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a replica to replay up to a given point. Generous: a
+/// replica replays every database the suite creates on its primary (each a
+/// whole template copy in the WAL), and on a loaded 2-core CI box several
+/// replicas do so at once. What tests assert is that a replica catches up,
+/// not how fast.
+pub const REPLICA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The shared services, started on first use (blocking) and kept until the process exits.
 ///
