@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::support::{TestApp, send};
+use crate::support::{TestApp, TestAppBuilder, send};
 
 const ORIGIN: &str = "https://civicq.example";
 
@@ -40,17 +40,38 @@ async fn replays(app: &TestApp) -> f64 {
     app.metric("api_fast_path_replays_total", &[]).await
 }
 
+/// GETs `path` until the fast path answers it (a replay is counted), at most
+/// three times. A resubscription of the cache's invalidation channel (a
+/// Redis ping held up on a loaded box) rightly drops every L1 entry, so one
+/// read may be routed and reload the entry; the next is replayed.
+async fn replayed_get(app: &TestApp, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    for _ in 0..3 {
+        let before = replays(app).await;
+        let response = get_with(app, path, headers).await;
+        if replays(app).await == before + 1.0 {
+            return response;
+        }
+    }
+    panic!("{path} {headers:?} was not replayed in three reads");
+}
+
+/// An app whose Redis replies may take up to 5 s: the default 250 ms, missed
+/// by a loaded CI box, resubscribes the invalidation channel and drops L1.
+fn patient() -> TestAppBuilder {
+    TestApp::builder()
+        .without_replica()
+        .env("REDIS_RESPONSE_TIMEOUT", "5s")
+}
+
 /// Two instances on one database, both with CORS configured: one routes
 /// every request, the other has the fast path.
 async fn routed_and_fast() -> (TestApp, TestApp) {
-    let routed = TestApp::builder()
-        .without_replica()
+    let routed = patient()
         .env("CORS_ALLOWED_ORIGINS", ORIGIN)
         .env("HTTP_FAST_PATH", "false")
         .start()
         .await;
-    let fast = TestApp::builder()
-        .without_replica()
+    let fast = patient()
         .unseeded()
         .env("CORS_ALLOWED_ORIGINS", ORIGIN)
         .start_on(routed.db.clone())
@@ -91,14 +112,8 @@ async fn a_replayed_page_has_the_same_status_headers_and_body_as_a_routed_one() 
             vec![("origin", "https://elsewhere.example")],
         ];
         for headers in &variants {
-            let before = replays(&fast).await;
             let expected = get_with(&routed, path, headers).await;
-            let replayed = get_with(&fast, path, headers).await;
-            assert_eq!(
-                replays(&fast).await,
-                before + 1.0,
-                "{path} {headers:?} was replayed"
-            );
+            let replayed = replayed_get(&fast, path, headers).await;
             assert_eq!(replayed.status(), expected.status(), "{path} {headers:?}");
             assert_eq!(
                 header_map(&replayed),
@@ -144,12 +159,12 @@ async fn a_replayed_page_has_the_same_status_headers_and_body_as_a_routed_one() 
 
 #[tokio::test]
 async fn a_question_asked_after_a_replay_is_in_the_next_anonymous_read() {
-    let app = TestApp::builder().without_replica().start().await;
+    let app = patient().start().await;
     let path = "/api/v1/cities/1/questions?sort=new";
     let (_, before) = app.get_json(path).await;
-    app.get_json(path).await;
+    let second = replayed_get(&app, path, &[]).await;
+    assert_eq!(second.json::<Value>().await.expect("json"), before);
     let replayed = replays(&app).await;
-    assert!(replayed >= 1.0, "the second read was replayed");
 
     let (_, token) = app.register_member("fast-path-asker@example.com").await;
     let (status, created) = send(
@@ -173,19 +188,15 @@ async fn a_question_asked_after_a_replay_is_in_the_next_anonymous_read() {
         "the read after the write was routed, not replayed"
     );
     // And the fresh page is what the following reads replay.
-    let (_, again) = app.get_json(path).await;
-    assert_eq!(again, after);
-    assert_eq!(replays(&app).await, replayed + 1.0);
+    let again = replayed_get(&app, path, &[]).await;
+    assert_eq!(again.json::<Value>().await.expect("json"), after);
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_replay_ends_with_the_l1_ttl_of_its_entry() {
-    let app = TestApp::builder()
-        .without_replica()
-        .env("CACHE_TTL_CITIES", "1s,0s")
-        .start()
-        .await;
+    // Long enough that a loaded box still reads the page within it.
+    let app = patient().env("CACHE_TTL_CITIES", "3s,0s").start().await;
     let path = "/api/v1/cities/1";
     let (_, city) = app.get_json(path).await;
     // Changed behind the application's back: no invalidation is sent.
@@ -201,7 +212,7 @@ async fn a_replay_ends_with_the_l1_ttl_of_its_entry() {
         cached["name"], city["name"],
         "within the TTL: the cached page"
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let (_, fresh) = app.get_json(path).await;
     assert_eq!(fresh["name"], "Renamed Quietly", "after the TTL: reloaded");
     app.stop().await;
@@ -209,11 +220,7 @@ async fn a_replay_ends_with_the_l1_ttl_of_its_entry() {
 
 #[tokio::test]
 async fn credentials_and_the_rate_limited_search_are_never_replayed() {
-    let app = TestApp::builder()
-        .without_replica()
-        .env("RATE_LIMIT_SIMILAR_IP", "3/1m")
-        .start()
-        .await;
+    let app = patient().env("RATE_LIMIT_SIMILAR_IP", "3/1m").start().await;
     let path = "/api/v1/cities/1";
     // Remembered by an anonymous GET first: what follows could be replayed.
     app.get(path).await;
@@ -237,7 +244,6 @@ async fn credentials_and_the_rate_limited_search_are_never_replayed() {
     assert_eq!(replays(&app).await, 0.0);
 
     // The anonymous GET of the page is replayed.
-    app.get(path).await;
-    assert_eq!(replays(&app).await, 1.0);
+    assert_eq!(replayed_get(&app, path, &[]).await.status(), 200);
     app.stop().await;
 }
