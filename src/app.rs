@@ -128,39 +128,56 @@ impl App {
         if let Err(e) = db.reload_shard_map().await {
             tracing::warn!(error = %e, "could not load the shard map; every bucket is on main until it loads");
         }
+        let health = Arc::new(Health::default());
+        let state = AppState {
+            inner: Arc::new(AppStateInner {
+                config: Arc::new(config),
+                db,
+                redis,
+                cache,
+                write_tokens,
+                leaderboard,
+                auth,
+                metrics,
+                health,
+                media,
+                live,
+            }),
+        };
+        let (config, db, metrics) = (&state.config, &state.db, &state.metrics);
         // Partitions for now and the next periods, before the first request —
         // bounded, so an unreachable primary does not hold up start-up (the
         // periodic task retries).
-        let first_round = crate::maintenance::run_once(&db, &metrics);
+        let first_round = crate::maintenance::run_once(&state);
         if tokio::time::timeout(Duration::from_secs(5), first_round)
             .await
             .is_err()
         {
             tracing::warn!("start-up maintenance timed out; the periodic task will retry");
         }
-        let health = Arc::new(Health::default());
         let interval = config.database.health_check_interval;
         let check_timeout = config.database.health_check_timeout();
-        monitor::check_once(&db, &redis, &health, &metrics, check_timeout).await;
+        monitor::check_once(db, &state.redis, &state.health, metrics, check_timeout).await;
         let (stop, stop_rx) = watch::channel(false);
         let monitor = tokio::spawn(monitor::run(
             db.clone(),
-            redis.clone(),
-            health.clone(),
+            state.redis.clone(),
+            state.health.clone(),
             metrics.clone(),
             interval,
             check_timeout,
             stop_rx.clone(),
         ));
-        let subscriber = tokio::spawn(cache.clone().run_subscriber(
+        let subscriber = tokio::spawn(state.cache.clone().run_subscriber(
             pubsub_client,
             config.redis.response_timeout,
-            auth.accounts.clone(),
+            state.auth.accounts.clone(),
             db.shards().cloned(),
             stop_rx.clone(),
         ));
         // Events published from now on reach this instance's subscribers
         // (bounded: without Redis the reader starts at its first connection).
+        let live = &state.live;
         let live_start = tokio::time::timeout(Duration::from_secs(1), live.newest_id())
             .await
             .ok()
@@ -172,27 +189,12 @@ impl App {
         ));
         let live_watch = tokio::spawn(live.clone().run_watch(stop_rx.clone()));
         let maintenance = tokio::spawn(crate::maintenance::run(
-            db.clone(),
-            metrics.clone(),
+            state.clone(),
             config.database.maintenance_interval,
             stop_rx,
         ));
         Ok(Self {
-            state: AppState {
-                inner: Arc::new(AppStateInner {
-                    config: Arc::new(config),
-                    db,
-                    redis,
-                    cache,
-                    write_tokens,
-                    leaderboard,
-                    auth,
-                    metrics,
-                    health,
-                    media,
-                    live,
-                }),
-            },
+            state,
             stop,
             monitor,
             subscriber,

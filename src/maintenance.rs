@@ -13,17 +13,19 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::watch;
 
-use crate::db::{Db, partitions};
+use crate::app::AppState;
+use crate::db::partitions;
 use crate::metrics::Metrics;
 
 /// One round of every job, on main and on every shard. Failures are logged,
 /// never fatal: the next round retries.
-pub async fn run_once(db: &Db, metrics: &Metrics) {
+pub async fn run_once(state: &AppState) {
+    let (db, metrics) = (&state.db, &state.metrics);
     for shard in db.per_user_dbs() {
         per_database(shard.name(), shard.write(), metrics).await;
     }
     // Account deletions that a request started and could not finish.
-    match crate::auth::erase::finish_pending(db).await {
+    match crate::auth::erase::finish_pending(state).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(finished = n, "finished interrupted account deletions"),
         Err(e) => tracing::warn!(error = %e, "could not finish interrupted account deletions"),
@@ -107,7 +109,7 @@ async fn per_database(shard: &str, pool: &PgPool, metrics: &Metrics) {
 }
 
 /// Runs [`run_once`] every `interval` until `stop` turns true.
-pub async fn run(db: Db, metrics: Metrics, interval: Duration, mut stop: watch::Receiver<bool>) {
+pub async fn run(state: AppState, interval: Duration, mut stop: watch::Receiver<bool>) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first tick fires at once; start-up already ran a round.
@@ -115,7 +117,7 @@ pub async fn run(db: Db, metrics: Metrics, interval: Duration, mut stop: watch::
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            _ = ticker.tick() => run_once(&db, &metrics).await,
+            _ = ticker.tick() => run_once(&state).await,
         }
     }
 }

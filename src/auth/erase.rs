@@ -138,17 +138,15 @@ async fn finish(state: &AppState, user: Uuid) -> AppResult<Erased> {
     let erased = erase_rows(&state.db, user).await?;
     state.leaderboard.remove(user).await;
     crate::http::questions::after_write(state, user).await;
-    // Profiles show whether an account speaks for them. (An interrupted
-    // deletion finished by maintenance unlinks without this: the ballot
-    // cache then shows the old link for at most its TTL.)
+    // Profiles show whether an account speaks for them.
     if erased.profiles_unlinked > 0 {
         crate::http::ballot::ballot_changed(state).await;
     }
     Ok(erased)
 }
 
-/// Steps 1 and 2; the database part, which maintenance can run alone.
-pub async fn erase_rows(db: &Db, user: Uuid) -> AppResult<Erased> {
+/// Steps 1 and 2: the database part.
+async fn erase_rows(db: &Db, user: Uuid) -> AppResult<Erased> {
     let shard = db.user(user)?;
     let sharded = shard.fence_bucket().is_some();
     if sharded {
@@ -162,16 +160,19 @@ pub async fn erase_rows(db: &Db, user: Uuid) -> AppResult<Erased> {
 
 /// Deletions a request started and did not finish (its instance died, or
 /// every retry failed), older than a minute: finished here. Returns how many.
-pub async fn finish_pending(db: &Db) -> AppResult<usize> {
+pub async fn finish_pending(state: &AppState) -> AppResult<usize> {
     let pending: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM users
           WHERE deleting_since IS NOT NULL AND deleting_since < now() - interval '1 minute'
           ORDER BY deleting_since LIMIT 100",
     )
-    .fetch_all(db.write())
+    .fetch_all(state.db.write())
     .await?;
     for user in &pending {
-        erase_rows(db, *user).await?;
+        // All of step 3 too: a deletion finished here must leave the
+        // leaderboards, cached question pages and ballots as the request
+        // would have.
+        finish(state, *user).await?;
         tracing::info!(%user, "finished an interrupted account deletion");
     }
     Ok(pending.len())

@@ -257,19 +257,23 @@ async fn deleting_an_account_leaves_no_row_of_it_anywhere_and_keeps_every_count_
     assert_eq!(login.status(), 401);
     register(&app, "alice@example.com").await;
     // Off the leaderboards in Redis.
+    assert_eq!(all_time_score(&app, alice).await, None);
+    app.stop().await;
+}
+
+/// `user`'s score on the all-time leaderboard in Redis, if they are on it.
+async fn all_time_score(app: &TestApp, user: uuid::Uuid) -> Option<f64> {
     let mut redis = redis::Client::open(crate::services::services().redis_url())
         .expect("client")
         .get_multiplexed_async_connection()
         .await
         .expect("redis");
-    let score: Option<f64> = redis::cmd("ZSCORE")
+    redis::cmd("ZSCORE")
         .arg(format!("{}:lb:all", app.db.name))
-        .arg(alice.to_string())
+        .arg(user.to_string())
         .query_async(&mut redis)
         .await
-        .expect("zscore");
-    assert_eq!(score, None);
-    app.stop().await;
+        .expect("zscore")
 }
 
 #[tokio::test]
@@ -470,7 +474,12 @@ async fn a_deletion_interrupted_after_deactivation_is_finished_by_maintenance_an
     let (status, _) = send(&app, reqwest::Method::GET, "/api/v1/users/me", &token, None).await;
     assert_eq!(status, 401);
 
-    refbackend::maintenance::run_once(&app.state.db, &app.state.metrics).await;
+    assert!(all_time_score(&app, alice).await.is_some());
+
+    refbackend::maintenance::run_once(&app.state).await;
     assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
+    // What the request would have done after its rows went, maintenance does
+    // too: the learner is off the leaderboards.
+    assert_eq!(all_time_score(&app, alice).await, None);
     app.stop().await;
 }

@@ -1204,7 +1204,7 @@ async fn deleting_an_account_on_a_shard_leaves_no_row_there_and_refuses_a_late_w
         .execute(&shard)
         .await
         .expect("age");
-    refbackend::maintenance::run_once(&app.state.db, &app.state.metrics).await;
+    refbackend::maintenance::run_once(&app.state).await;
     assert!(rows_of(&cluster.a_url, id).await.values().all(|n| *n == 0));
     shard.close().await;
     app.stop().await;
