@@ -126,13 +126,11 @@ async fn time_until_body_contains(app: &TestApp, path: &str, needle: &str) -> Du
 
 #[tokio::test]
 async fn an_invalidation_on_one_instance_reaches_the_l1_of_another() {
-    // Primary only: this measures the cache, not replication.
-    let a = TestApp::builder().without_replica().start().await;
-    let b = TestApp::builder()
-        .without_replica()
-        .unseeded()
-        .start_on(a.db.clone())
-        .await;
+    // Primary only: this measures the cache, not replication. Patient: a
+    // resubscription after a slow ping would drop B's L1 (a "resync") and
+    // show the rename before any invalidation.
+    let a = patient_redis().start().await;
+    let b = patient_redis().unseeded().start_on(a.db.clone()).await;
     // Both instances hold the city in L1 (30 s TTL) and Redis has it too.
     for app in [&a, &b] {
         let body = app
