@@ -205,13 +205,21 @@ impl moka::Expiry<Box<str>, Arc<Memo>> for UntilL1Drops {
     }
 }
 
-/// A GET without credentials or body.
+/// A GET without credentials or body, whose `Accept-Encoding` (if any) has no
+/// weights. Weights can refuse every coding we hold (`identity;q=0`, `*;q=0`):
+/// the router's compression layer answers those 406, and parses malformed
+/// weights its own way. Such requests are rare (browsers send plain lists),
+/// so they are routed rather than negotiated twice.
 fn eligible(request: &Request) -> bool {
     let headers = request.headers();
     request.method() == Method::GET
         && !headers.contains_key(header::AUTHORIZATION)
         && !headers.contains_key(header::CONTENT_LENGTH)
         && !headers.contains_key(header::TRANSFER_ENCODING)
+        && !headers
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .any(|value| value.as_bytes().contains(&b';'))
 }
 
 impl Shared {
@@ -321,6 +329,42 @@ impl Service<Request> for FastPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn get(headers: &[(&'static str, &'static str)]) -> Request {
+        let mut request = Request::new(Body::empty());
+        for (name, value) in headers {
+            request
+                .headers_mut()
+                .append(*name, HeaderValue::from_static(value));
+        }
+        request
+    }
+
+    #[test]
+    fn a_plain_anonymous_get_is_eligible_whatever_codings_it_lists() {
+        assert!(eligible(&get(&[])));
+        assert!(eligible(&get(&[(
+            "accept-encoding",
+            "gzip, deflate, br, zstd"
+        )])));
+        assert!(eligible(&get(&[("origin", "https://a.example")])));
+    }
+
+    #[test]
+    fn credentials_a_body_other_methods_or_weighted_codings_are_routed() {
+        assert!(!eligible(&get(&[("authorization", "Bearer x")])));
+        assert!(!eligible(&get(&[("content-length", "0")])));
+        assert!(!eligible(&get(&[("transfer-encoding", "chunked")])));
+        for weighted in ["identity;q=0", "br, *;q=0", "gzip;q=bogus, br", "gzip; q=1"] {
+            assert!(
+                !eligible(&get(&[("accept-encoding", weighted)])),
+                "{weighted}"
+            );
+        }
+        let mut head = get(&[]);
+        *head.method_mut() = Method::HEAD;
+        assert!(!eligible(&head));
+    }
 
     fn allowed(headers: &HeaderMap) -> Option<&str> {
         headers
