@@ -168,11 +168,16 @@ pub async fn finish_pending(state: &AppState) -> AppResult<usize> {
     )
     .fetch_all(state.db.write())
     .await?;
-    for user in &pending {
+    for &user in &pending {
         // All of step 3 too: a deletion finished here must leave the
         // leaderboards, cached question pages and ballots as the request
-        // would have.
-        finish(state, *user).await?;
+        // would have. In a task of its own, so that a round abandoned midway
+        // (start-up bounds its first one) cannot cut a deletion between its
+        // commit and step 3, which nothing would retry.
+        let state = state.clone();
+        tokio::spawn(async move { finish(&state, user).await })
+            .await
+            .map_err(|e| anyhow::anyhow!("finishing the deletion of {user}: {e}"))??;
         tracing::info!(%user, "finished an interrupted account deletion");
     }
     Ok(pending.len())
