@@ -119,12 +119,19 @@ impl Cached {
         self.created + self.l1_ttl
     }
 
-    /// Bytes this entry holds (body and, once made, its encoded variants).
+    /// Bytes this entry holds or may come to hold: the body, and each encoded
+    /// variant as made or, until it is made (on the first request that asks
+    /// for it, after the caches weighed the entry), half the body. JSON
+    /// compresses to a fifth or less, so the caches' byte bounds stay bounds.
     pub fn weight(&self) -> usize {
-        let variant = |v: &OnceLock<Option<Encoded>>| {
-            v.get().and_then(Option::as_ref).map_or(0, |e| e.body.len())
+        let body = self.body.len();
+        let compressible = body as u64 >= crate::app::COMPRESSION_MIN_BYTES;
+        let variant = |v: &OnceLock<Option<Encoded>>| match v.get() {
+            Some(made) => made.as_ref().map_or(0, |e| e.body.len()),
+            None if compressible => body / 2,
+            None => 0,
         };
-        self.body.len() + variant(&self.gzip) + variant(&self.brotli)
+        body + variant(&self.gzip) + variant(&self.brotli)
     }
 
     /// Like [`Cached::respond`], for a response that depends on nothing but
@@ -398,7 +405,7 @@ impl Cache {
         let l1 = moka::future::Cache::builder()
             .max_capacity(config.l1_max_bytes)
             .weigher(|key: &L1Key, value: &Arc<Cached>| {
-                let bytes = key.key.len() + value.body.len() + 128;
+                let bytes = key.key.len() + value.weight() + 128;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .expire_after(PerEntryTtl)
@@ -958,6 +965,23 @@ mod tests {
             .await
             .expect("body")
             .to_vec()
+    }
+
+    #[test]
+    fn an_entry_weighs_its_unmade_variants_as_half_its_body_then_as_made() {
+        let small = entry(100);
+        assert_eq!(small.weight(), small.body.len(), "too small to compress");
+        let page = entry(8000);
+        let body = page.body.len();
+        assert_eq!(page.weight(), body + body / 2 + body / 2);
+        let gzip = page.variant(Coding::Gzip).expect("gzip").body.len();
+        assert!(
+            gzip < body / 2,
+            "a JSON page compresses well: {gzip} of {body}"
+        );
+        assert_eq!(page.weight(), body + gzip + body / 2);
+        let brotli = page.variant(Coding::Brotli).expect("brotli").body.len();
+        assert_eq!(page.weight(), body + gzip + brotli);
     }
 
     #[test]
