@@ -258,12 +258,13 @@ pub fn router(state: AppState) -> Router {
 
 /// Wraps a router in the production middleware stack (outermost first):
 /// observe (request id, problem+json for framework errors, log line, metrics)
-/// → panic catcher → CORS → gzip (≥ 1000 bytes) → limits (body size, then
-/// timeout). Two `from_fn` layers, not one per concern: each costs a boxed
-/// future and a clone of the inner service per request (docs/benchmarks.md).
+/// → panic catcher → CORS → gzip (≥ 1000 bytes) → limits (an unsatisfiable
+/// `Accept-Encoding`, body size, then timeout). Two `from_fn` layers, not one
+/// per concern: each costs a boxed future and a clone of the inner service
+/// per request (docs/benchmarks.md).
 pub fn with_middleware(router: Router, state: &AppState) -> Router {
     let http_config = &state.config.http;
-    let compression = CompressionLayer::new().gzip(true).compress_when(
+    let compression = compression_codings().compress_when(
         SizeAbove::new(COMPRESSION_MIN_BYTES)
             .and(NotForContentType::GRPC)
             .and(NotForContentType::IMAGES)
@@ -288,6 +289,40 @@ pub fn with_middleware(router: Router, state: &AppState) -> Router {
     router.layer(stack)
 }
 
+/// The codings the compression layer may produce (identity aside): one
+/// definition for the layer and for [`refuses_every_coding`].
+fn compression_codings() -> CompressionLayer {
+    CompressionLayer::new().gzip(true)
+}
+
+/// Whether the request's `Accept-Encoding` refuses identity and every coding
+/// the compression layer produces (`identity;q=0`, `*;q=0`, `br,
+/// identity;q=0`...). The layer answers those 406 itself, but only after the
+/// handler has run: a write would be committed and reported as refused. So
+/// the layer is asked first, with an empty response, and only when weights
+/// are present (nothing can be refused without them).
+async fn refuses_every_coding(headers: &axum::http::HeaderMap) -> bool {
+    use tower::{Layer, ServiceExt};
+    let listed = headers.get_all(header::ACCEPT_ENCODING);
+    if !listed.iter().any(|value| value.as_bytes().contains(&b';')) {
+        return false;
+    }
+    let mut probe = axum::http::Request::new(axum::body::Body::empty());
+    for value in listed {
+        probe
+            .headers_mut()
+            .append(header::ACCEPT_ENCODING, value.clone());
+    }
+    let empty = tower::service_fn(|_: axum::http::Request<axum::body::Body>| async {
+        Ok::<_, std::convert::Infallible>(axum::http::Response::new(axum::body::Body::empty()))
+    });
+    compression_codings()
+        .layer(empty)
+        .oneshot(probe)
+        .await
+        .is_ok_and(|response| response.status() == axum::http::StatusCode::NOT_ACCEPTABLE)
+}
+
 /// Per-request bounds: `HTTP_BODY_LIMIT_BYTES` and `HTTP_REQUEST_TIMEOUT`
 /// everywhere but on video chunk uploads, which take up to `VIDEO_CHUNK_BYTES`
 /// and [`http::problems::CHUNK_UPLOAD_TIMEOUT`].
@@ -298,9 +333,10 @@ struct RequestLimits {
     timeout: Duration,
 }
 
-/// Refuses a declared oversized body at once, caps the bytes read from one
-/// without a length (the extractors turn the overflow into a 413), and bounds
-/// how long the request may run.
+/// Refuses a request whose `Accept-Encoding` no response could satisfy and a
+/// declared oversized body at once, caps the bytes read from one without a
+/// length (the extractors turn the overflow into a 413), and bounds how long
+/// the request may run.
 async fn limit_request(
     axum::extract::State(limits): axum::extract::State<RequestLimits>,
     request: axum::extract::Request,
@@ -316,6 +352,15 @@ async fn limit_request(
     } else {
         (limits.body, limits.timeout)
     };
+    if refuses_every_coding(request.headers()).await {
+        return crate::error::problem_response(
+            axum::http::StatusCode::NOT_ACCEPTABLE,
+            "not-acceptable",
+            "Accept-Encoding refuses every coding this server can send: accept identity or gzip."
+                .into(),
+            Vec::new(),
+        );
+    }
     let declared = request
         .headers()
         .get(axum::http::header::CONTENT_LENGTH)

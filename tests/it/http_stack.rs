@@ -316,3 +316,60 @@ async fn cors_answers_configured_origins_only() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_accept_encoding_that_refuses_every_coding_gets_406_before_the_handler_runs() {
+    let app = TestApp::builder().without_replica().start().await;
+    let (_, token) = app.register_member("refuses-codings@example.com").await;
+    let body = "Will the library open on Sundays if every coding is refused?";
+    let ask = |accept: &'static str| {
+        app.client
+            .post(app.url("/api/v1/cities/1/questions"))
+            .bearer_auth(&token)
+            .header("accept-encoding", accept)
+            .json(&serde_json::json!({ "body": body }))
+            .send()
+    };
+    // Neither identity nor gzip is acceptable: the question must not be
+    // written (a 406 after the handler ran would report a committed write as
+    // refused), and the answer is a problem like every other error.
+    for refusing in [
+        "identity;q=0",
+        "*;q=0",
+        "br, identity;q=0",
+        "gzip;q=0, identity;q=0",
+    ] {
+        let response = ask(refusing).await.expect("sent");
+        let problem = assert_problem(response, 406).await;
+        assert_eq!(problem["type"], "/problems/not-acceptable", "{refusing}");
+    }
+    let asked: i64 = sqlx::query_scalar("SELECT count(*) FROM questions WHERE body = $1")
+        .bind(body)
+        .fetch_one(app.state.db.write())
+        .await
+        .expect("count");
+    assert_eq!(asked, 0, "no refused request wrote anything");
+    // A page read the same way is refused too, and the same page with a
+    // weight that still accepts gzip is served, compressed.
+    let page = app
+        .client
+        .get(app.url("/api/v1/cities?limit=100"))
+        .header("accept-encoding", "br, identity;q=0")
+        .send()
+        .await
+        .expect("sent");
+    assert_problem(page, 406).await;
+    let page = app
+        .client
+        .get(app.url("/api/v1/cities?limit=100"))
+        .header("accept-encoding", "gzip;q=0.5, identity;q=0")
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["content-encoding"], "gzip");
+    // And the write goes through when a coding is acceptable.
+    let response = ask("gzip;q=0.5, identity;q=0").await.expect("sent");
+    assert_eq!(response.status(), 201);
+    app.stop().await;
+}
