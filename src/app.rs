@@ -303,12 +303,11 @@ fn compression_codings() -> CompressionLayer {
 /// are present (nothing can be refused without them).
 async fn refuses_every_coding(headers: &axum::http::HeaderMap) -> bool {
     use tower::{Layer, ServiceExt};
-    let listed = headers.get_all(header::ACCEPT_ENCODING);
-    if !listed.iter().any(|value| value.as_bytes().contains(&b';')) {
+    if !crate::cache::layered::has_weighted_codings(headers) {
         return false;
     }
     let mut probe = axum::http::Request::new(axum::body::Body::empty());
-    for value in listed {
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
         probe
             .headers_mut()
             .append(header::ACCEPT_ENCODING, value.clone());

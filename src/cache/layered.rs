@@ -306,6 +306,17 @@ impl Coding {
     }
 }
 
+/// Whether `Accept-Encoding` carries weights (`;q=`). Only weights can refuse
+/// a coding, and only with them do parsers disagree on malformed input: the
+/// fast path routes such requests, and the middleware asks the compression
+/// layer whether it would refuse them.
+pub fn has_weighted_codings(request: &HeaderMap) -> bool {
+    request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .any(|value| value.as_bytes().contains(&b';'))
+}
+
 /// The coding `Accept-Encoding` prefers among brotli and gzip: the one with
 /// the higher q (an explicit entry wins over `*`; brotli on a tie), identity
 /// when neither is acceptable (q=0, or not named and no `*`).

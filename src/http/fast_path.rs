@@ -41,7 +41,7 @@ use futures_util::future::{BoxFuture, Either, Ready, ready};
 use tower::{Layer, Service, ServiceExt};
 
 use crate::cache::Cache;
-use crate::cache::layered::{Cached, Replayable};
+use crate::cache::layered::{Cached, Replayable, has_weighted_codings};
 use crate::config::CorsOrigins;
 use crate::http::observe::{REQUEST_ID_HEADER, log_request, request_id};
 use crate::metrics::Metrics;
@@ -216,10 +216,7 @@ fn eligible(request: &Request) -> bool {
         && !headers.contains_key(header::AUTHORIZATION)
         && !headers.contains_key(header::CONTENT_LENGTH)
         && !headers.contains_key(header::TRANSFER_ENCODING)
-        && !headers
-            .get_all(header::ACCEPT_ENCODING)
-            .iter()
-            .any(|value| value.as_bytes().contains(&b';'))
+        && !has_weighted_codings(headers)
 }
 
 impl Shared {
