@@ -24,7 +24,7 @@ use crate::support::{TestApp, TestAppBuilder};
 const WORKERS: usize = 12;
 /// How long any one wait for the app to notice something may take.
 const NOTICE: Duration = Duration::from_secs(10);
-/// How long a restarted replica may take to catch up with the shared primary.
+/// How long a restarted replica may take to catch up with its primary.
 const CATCH_UP: Duration = Duration::from_secs(90);
 /// The fail-fast bound for a refused write (its acquire timeout is 500 ms).
 /// The writes here are registrations and the requests logins, which hash a
@@ -486,11 +486,9 @@ async fn reads_survive_a_replica_blackhole_with_no_failures() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_survive_a_killed_replica_process_and_return_to_it_after_restart() {
     let test = "reads_survive_a_killed_replica_process_and_return_to_it_after_restart";
-    let replica = services().dedicated_replica().await;
-    let app = uncached_builder()
-        .replica_port(replica.port())
-        .start()
-        .await;
+    let pair = services().replicated_pair().await;
+    let replica = &pair.replica;
+    let app = uncached_builder().start_on(pair.db.clone()).await;
     app.wait_for_ready("replica in rotation", NOTICE, |b| {
         replica_in_rotation(b) == Some(true)
     })
@@ -508,11 +506,10 @@ async fn reads_survive_a_killed_replica_process_and_return_to_it_after_restart()
     load.run_for(200, "reads while the replica is dead").await;
 
     tokio::task::block_in_place(|| replica.start());
-    // A replica killed with `immediate` recovers, then replays every WAL
-    // record the shared primary wrote meanwhile; on a 2-core CI box running
-    // the rest of the suite (CREATE DATABASE logs whole templates) that can
-    // take far longer than the 2 s lag bound. What is tested is that reads
-    // come back to it without a failure, not how fast it catches up.
+    // A replica killed with `immediate` recovers, then replays what its
+    // primary wrote meanwhile; on a loaded 2-core CI box that can take longer
+    // than the 2 s lag bound. What is tested is that reads come back to it
+    // without a failure, not how fast it catches up.
     app.wait_for_ready("restarted replica back in rotation", CATCH_UP, |b| {
         replica_in_rotation(b) == Some(true)
     })
@@ -839,17 +836,12 @@ async fn vote_calls(app: &TestApp, n: usize) -> Vec<Call> {
 async fn writes_get_503_while_the_primary_process_is_killed_and_resume_after_its_restart() {
     let test = "writes_get_503_while_the_primary_process_is_killed_and_resume_after_its_restart";
     // A primary and a replica of its own: the shared primary must stay up.
-    let primary = services().dedicated_primary().await;
-    let db = services().create_database_on(&primary).await;
-    let replica = services().dedicated_replica_of(&primary).await;
-    let db = TestDatabase {
-        replica_url: replica.url(&db.name),
-        ..db
-    };
+    let pair = services().replicated_pair().await;
+    let primary = &pair.primary;
     let app = uncached_builder()
         .env("DB_POOL_ACQUIRE_TIMEOUT", "500ms")
         .env("RATE_LIMIT_VOTES_USER", "1000000/1h")
-        .start_on(db)
+        .start_on(pair.db.clone())
         .await;
     app.wait_for_ready("replica in rotation", NOTICE, |b| {
         replica_in_rotation(b) == Some(true)

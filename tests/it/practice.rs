@@ -647,14 +647,14 @@ async fn progress_reads(app: &TestApp, token: &str) -> (Value, f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_learner_reads_their_own_attempt_at_once_while_the_replica_is_paused() {
-    let replica = crate::services::services().dedicated_replica().await;
+    let pair = crate::services::services().replicated_pair().await;
+    let replica = &pair.replica;
     // A generous lag bound keeps the paused replica in rotation: only the
     // consistency token can keep the learner's reads off it.
     let app = TestApp::builder()
         .unseeded()
-        .replica_port(replica.port())
         .env("DB_REPLICA_MAX_LAG", "60s")
-        .start()
+        .start_on(pair.db.clone())
         .await;
     app.wait_for_ready(
         "replica in rotation",
@@ -723,7 +723,8 @@ async fn read_counters(app: &TestApp) -> (f64, f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_on_one_instance_is_read_fresh_on_another_while_the_replica_is_paused() {
-    let replica = crate::services::services().dedicated_replica().await;
+    let pair = crate::services::services().replicated_pair().await;
+    let replica = &pair.replica;
     // Two instances on one database, one Redis (same key prefix) and one
     // replica that stays in rotation however far it falls behind: only a
     // token that really reached Redis can keep B's reads off it. B never
@@ -731,10 +732,9 @@ async fn a_write_on_one_instance_is_read_fresh_on_another_while_the_replica_is_p
     let builder = || {
         TestApp::builder()
             .unseeded()
-            .replica_port(replica.port())
             .env("DB_REPLICA_MAX_LAG", "60s")
     };
-    let a = builder().start().await;
+    let a = builder().start_on(pair.db.clone()).await;
     let b = builder().start_on(a.db.clone()).await;
     for app in [&a, &b] {
         app.wait_for_ready(

@@ -1392,13 +1392,13 @@ async fn hidden_removed_and_merged_questions_are_not_served_to_residents_but_mod
 
 #[tokio::test]
 async fn a_candidate_sees_their_edit_and_its_history_at_once_while_the_replica_is_paused() {
-    let replica = crate::services::services().dedicated_replica().await;
+    let pair = crate::services::services().replicated_pair().await;
+    let replica = &pair.replica;
     // A generous lag bound keeps the paused replica in rotation: only the
     // candidate's consistency token can keep their reads off it.
     let app = TestApp::builder()
-        .replica_port(replica.port())
         .env("DB_REPLICA_MAX_LAG", "60s")
-        .start()
+        .start_on(pair.db.clone())
         .await;
     app.wait_for_ready(
         "replica in rotation",

@@ -9,8 +9,7 @@ use crate::services::services;
 use crate::support::{TestApp, TestAppBuilder};
 
 /// How long a stopped or paused replica may take to rejoin the rotation: it
-/// replays all the shared primary wrote meanwhile, and on a loaded 2-core CI
-/// box that includes other tests' whole-template database copies.
+/// replays all its primary wrote meanwhile, on a loaded 2-core CI box.
 const REJOIN: Duration = Duration::from_secs(90);
 
 /// These tests are about where reads go, so every read must reach the
@@ -96,8 +95,9 @@ async fn without_replicas_reads_go_to_the_primary_and_count_no_fallback() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_keep_succeeding_when_the_replica_stops_and_return_to_it_when_it_restarts() {
-    let replica = services().dedicated_replica().await;
-    let app = uncached().replica_port(replica.port()).start().await;
+    let pair = services().replicated_pair().await;
+    let replica = &pair.replica;
+    let app = uncached().start_on(pair.db.clone()).await;
     app.wait_for_ready("replica in rotation", Duration::from_secs(10), |b| {
         replica_in_rotation(b) == Some(true)
     })
@@ -134,10 +134,9 @@ async fn reads_keep_succeeding_when_the_replica_stops_and_return_to_it_when_it_r
     assert!(app.metric("db_read_fallbacks_total", &[]).await >= 1.0);
 
     tokio::task::block_in_place(|| replica.start());
-    // A restarted replica replays everything the shared primary wrote while
-    // it was down (other tests' CREATE DATABASE included): on a loaded CI box
-    // that takes a while. What is tested is that it comes back, and that the
-    // app then reports itself ready.
+    // A restarted replica replays everything its primary wrote while it was
+    // down: on a loaded CI box that takes a while. What is tested is that it
+    // comes back, and that the app then reports itself ready.
     app.wait_for_ready("replica back in rotation, app ready", REJOIN, |b| {
         replica_in_rotation(b) == Some(true) && b["status"] == "ready"
     })
@@ -154,11 +153,11 @@ async fn reads_keep_succeeding_when_the_replica_stops_and_return_to_it_when_it_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_replay_is_paused_past_the_lag_bound_leaves_the_rotation() {
-    let replica = services().dedicated_replica().await;
+    let pair = services().replicated_pair().await;
+    let replica = &pair.replica;
     let app = uncached()
-        .replica_port(replica.port())
         .env("DB_REPLICA_MAX_LAG", "1s")
-        .start()
+        .start_on(pair.db.clone())
         .await;
     app.wait_for_ready("replica in rotation", Duration::from_secs(10), |b| {
         replica_in_rotation(b) == Some(true)
@@ -238,17 +237,17 @@ async fn a_replica_whose_replay_is_paused_past_the_lag_bound_leaves_the_rotation
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_whose_replica_connection_breaks_is_retried_once_on_the_primary() {
-    let replica = services().dedicated_replica().await;
+    let pair = services().replicated_pair().await;
+    let replica = &pair.replica;
     // Health checks far apart: the replica is still "in rotation" when it dies,
     // so the read really goes there first.
     let app = uncached()
-        .replica_port(replica.port())
         .env("HEALTH_CHECK_INTERVAL", "60s")
-        .start()
+        .start_on(pair.db.clone())
         .await;
-    // The start-up check can sample the replica while it replays other
-    // tests' writes, which keeps it out of rotation until the next check, a
-    // minute away: check again (as the interval would) until it is in.
+    // The start-up check can sample the replica while it still replays the
+    // seeding, which keeps it out of rotation until the next check, a minute
+    // away: check again (as the interval would) until it is in.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !app.state.db.replicas()[0].in_rotation() {
         assert!(

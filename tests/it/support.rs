@@ -18,14 +18,9 @@ pub const TEST_SECRET: &str = "q3Jx9vT2mL7cR1wZ8kN4pB6yF0hD5sG2aE9uK3iO7tY1nM4b"
 
 pub struct TestAppBuilder {
     env: HashMap<String, String>,
-    replica: ReplicaChoice,
+    /// Whether the app reads from the database's replica (`TestDatabase::replica_url`).
+    with_replica: bool,
     seed: bool,
-}
-
-enum ReplicaChoice {
-    Shared,
-    None,
-    Url(String),
 }
 
 pub struct TestApp {
@@ -60,7 +55,7 @@ impl TestApp {
         }
         TestAppBuilder {
             env,
-            replica: ReplicaChoice::Shared,
+            with_replica: true,
             seed: true,
         }
     }
@@ -262,13 +257,7 @@ impl TestAppBuilder {
     }
 
     pub fn without_replica(mut self) -> Self {
-        self.replica = ReplicaChoice::None;
-        self
-    }
-
-    /// Uses a replica on `port` (e.g. a dedicated one the test will stop).
-    pub fn replica_port(mut self, port: u16) -> Self {
-        self.replica = ReplicaChoice::Url(format!("port:{port}"));
+        self.with_replica = false;
         self
     }
 
@@ -293,14 +282,7 @@ impl TestAppBuilder {
     }
 
     pub async fn start_on(mut self, db: TestDatabase) -> TestApp {
-        let replica_url = match &self.replica {
-            ReplicaChoice::Shared => Some(db.replica_url.clone()),
-            ReplicaChoice::None => None,
-            ReplicaChoice::Url(spec) => {
-                let port = spec.trim_start_matches("port:");
-                Some(format!("postgres://postgres@127.0.0.1:{port}/{}", db.name))
-            }
-        };
+        let replica_url = self.with_replica.then(|| db.replica_url.clone());
         if self.seed {
             let pool = sqlx::PgPool::connect(&db.primary_url)
                 .await

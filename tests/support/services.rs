@@ -29,11 +29,10 @@ use sqlx::{Connection, PgConnection};
 
 /// Name of the migrated database every test database is copied from.
 const TEMPLATE_DB: &str = "it_template";
-/// How long to wait for a replica to replay up to a given point. Generous: a
-/// replica replays every database the suite creates on its primary (each a
-/// whole template copy in the WAL), and on a loaded 2-core CI box several
-/// replicas do so at once. What tests assert is that a replica catches up,
-/// not how fast.
+/// How long to wait for a replica to replay up to a given point. Generous: the
+/// shared replica replays every database the suite creates on its primary (each
+/// a whole template copy in the WAL) on a loaded 2-core CI box. What tests
+/// assert is that a replica catches up, not how fast.
 pub const REPLICA_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The shared services, started on first use (blocking) and kept until the process exits.
@@ -67,6 +66,15 @@ pub struct TestDatabase {
     pub name: String,
     pub primary_url: String,
     pub replica_url: String,
+}
+
+/// A primary and a replica of one test's own, from [`Services::replicated_pair`].
+/// Both are stopped and deleted when dropped (the replica first).
+#[derive(Debug)]
+pub struct ReplicatedPair {
+    pub replica: PgNode,
+    pub primary: PgNode,
+    pub db: TestDatabase,
 }
 
 /// One Postgres server managed through `scripts/pg-node`.
@@ -191,11 +199,36 @@ impl Services {
         }
     }
 
-    /// A streaming replica of the shared primary for one test only (for tests that stop,
-    /// kill or pause it). It holds copies of every database on the primary at the time.
-    /// Stopped and deleted when dropped.
-    pub async fn dedicated_replica(&self) -> PgNode {
-        self.dedicated_replica_of(&self.primary).await
+    /// A primary and a streaming replica of their own for one test (for tests that
+    /// stop, kill or pause the replica), holding one migrated database with the
+    /// exercise bank seeded, like [`Self::create_database`]. `db.replica_url` points
+    /// at the replica, which has replayed the database when this returns.
+    ///
+    /// Not a replica of the shared primary: that one carries every database the
+    /// suite creates (each a whole template copy in the WAL), so a clone of it
+    /// copies them all, and after a stop or kill it must replay everything the
+    /// other tests wrote meanwhile. On a loaded 2-core CI box that took longer
+    /// than two minutes. A pair of its own replays only this test's writes.
+    pub async fn replicated_pair(&self) -> ReplicatedPair {
+        let primary = self.dedicated_primary().await;
+        let db = self.create_database_on(&primary).await;
+        let mut conn = PgConnection::connect(&db.primary_url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", db.name));
+        refbackend::seed::exercises(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("seeding the exercise bank in {}: {e}", db.name));
+        let _ = conn.close().await;
+        let replica = self.dedicated_replica_of(&primary).await;
+        let db = TestDatabase {
+            replica_url: replica.url(&db.name),
+            ..db
+        };
+        ReplicatedPair {
+            replica,
+            primary,
+            db,
+        }
     }
 
     /// A primary of its own for one test (for tests that kill and restart it: the
