@@ -23,6 +23,10 @@
 //!   and `:ready` is dropped, so the next read rebuilds them. A rebuild that
 //!   was already running sets `:ready` only if `:gen` did not move meanwhile.
 //!   The learner's next attempt also rewrites their own totals.
+//! - A deleted account that could not be taken off the boards is remembered
+//!   the same way and taken off as soon as Redis answers again. A rebuild
+//!   would not drop it: it merges what Postgres has into the board and keeps
+//!   what is there (`AGGREGATE MAX`).
 //! - A rebuild holds its lock under a token of its own and loads into a
 //!   temporary key of its own. If the lock or that key vanished midway (Redis
 //!   flushed, evicted or failed over while it read Postgres), what it loaded
@@ -87,6 +91,8 @@ pub struct Leaderboard {
     release: redis::Script,
     /// Boards that missed an update while Redis was unreachable.
     missed: Arc<Mutex<HashSet<Board>>>,
+    /// Deleted accounts Redis could not be told about yet (`remove`).
+    missed_removals: Arc<Mutex<HashSet<Uuid>>>,
     /// Boards this instance is rebuilding right now.
     rebuilding: Arc<Mutex<HashSet<String>>>,
 }
@@ -197,6 +203,7 @@ impl Leaderboard {
             finish: redis::Script::new(FINISH_REBUILD),
             release: redis::Script::new(RELEASE_LOCK),
             missed: Arc::new(Mutex::new(HashSet::new())),
+            missed_removals: Arc::new(Mutex::new(HashSet::new())),
             rebuilding: Arc::new(Mutex::new(HashSet::new())),
         }
     }
@@ -217,9 +224,15 @@ impl Leaderboard {
         missed.extend(boards);
     }
 
-    /// Marks the boards that missed updates stale for every instance, once
-    /// Redis answers again. Cheap when nothing was missed.
+    /// Once Redis answers again: marks the boards that missed updates stale
+    /// for every instance, and takes the deleted accounts it missed off the
+    /// boards. Cheap when nothing was missed.
     async fn flush_missed(&self) -> Result<(), redis::RedisError> {
+        self.flush_missed_boards().await?;
+        self.flush_missed_removals().await
+    }
+
+    async fn flush_missed_boards(&self) -> Result<(), redis::RedisError> {
         let boards: Vec<Board> = {
             let missed = self.missed.lock().unwrap_or_else(PoisonError::into_inner);
             if missed.is_empty() {
@@ -249,6 +262,51 @@ impl Leaderboard {
             "leaderboards that missed updates marked stale; the next read rebuilds them"
         );
         Ok(())
+    }
+
+    async fn flush_missed_removals(&self) -> Result<(), redis::RedisError> {
+        let users: Vec<Uuid> = {
+            let missed = self
+                .missed_removals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if missed.is_empty() {
+                return Ok(());
+            }
+            missed.iter().copied().collect()
+        };
+        self.removal(&users)
+            .query_async::<()>(&mut self.redis.connection())
+            .await?;
+        let mut missed = self
+            .missed_removals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for user in &users {
+            missed.remove(user);
+        }
+        tracing::info!(
+            accounts = users.len(),
+            "deleted accounts that Redis missed taken off the leaderboards"
+        );
+        Ok(())
+    }
+
+    /// ZREM of `users` from every board that may hold them: all time, and
+    /// the weeks still kept (a week's board lives 15 days).
+    fn removal(&self, users: &[Uuid]) -> redis::Pipeline {
+        let now = Utc::now();
+        let mut pipe = redis::pipe();
+        for at in [now, now - Duration::days(7), now - Duration::days(14)] {
+            for period in [Period::AllTime, Period::Weekly] {
+                let cmd = pipe.cmd("ZREM").arg(self.board(period, at).key);
+                for user in users {
+                    cmd.arg(user.to_string());
+                }
+                cmd.ignore();
+            }
+        }
+        pipe
     }
 
     /// Sets `user`'s totals on both boards (after the attempt committed).
@@ -318,31 +376,35 @@ impl Leaderboard {
         ])
     }
 
-    /// Takes a deleted account off every board that may hold it: all time,
-    /// and the weeks still kept (a week's board lives 15 days).
+    /// Takes a deleted account off every board that may hold it. If Redis
+    /// cannot take it now (circuit open, command failed), the instance
+    /// remembers the account and removes it as soon as Redis answers again
+    /// (`flush_missed`): the account's rows are gone by now, so nothing else
+    /// would retry this, and an entry left behind would take a rank from
+    /// everyone below it until a page showed it (`forget`).
     pub async fn remove(&self, user: Uuid) {
-        if !self.redis.available() {
-            return;
-        }
-        let now = Utc::now();
-        let mut pipe = redis::pipe();
-        for at in [now, now - Duration::days(7), now - Duration::days(14)] {
-            for period in [Period::AllTime, Period::Weekly] {
-                pipe.cmd("ZREM")
-                    .arg(self.board(period, at).key)
-                    .arg(user.to_string())
-                    .ignore();
+        if self.redis.available() {
+            let result = match self.flush_missed().await {
+                Ok(()) => {
+                    self.removal(&[user])
+                        .query_async::<()>(&mut self.redis.connection())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    self.redis.report_success();
+                    return;
+                }
+                Err(e) => self.redis.report_failure(&e),
             }
         }
-        match pipe.query_async::<()>(&mut self.redis.connection()).await {
-            Ok(()) => self.redis.report_success(),
-            Err(e) => {
-                // A page that shows one of its entries drops it then
-                // (`forget`): an entry without an account has no name.
-                tracing::warn!(error = %e, "could not take a deleted account off the leaderboards");
-                self.redis.report_failure(&e);
-            }
-        }
+        tracing::warn!(%user, "could not take a deleted account off the leaderboards yet; it goes once Redis answers");
+        self.missed_removals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(user);
     }
 
     /// Drops `users` from the current board of `period` (accounts that no

@@ -27,7 +27,9 @@
 //!    profiles stay on the ballot (administrators' data: the name, the
 //!    contest) but are unlinked from the account, so no one answers as them
 //!    until an administrator links another account.
-//! 3. Leaderboards, cached question pages and ballots follow.
+//! 3. Leaderboards, cached question pages and ballots follow. A leaderboard
+//!    removal Redis cannot take now is kept by the instance and made once
+//!    Redis answers again (`Leaderboard::remove`).
 //!
 //! Every step is idempotent. A deadlock with a write that was already in
 //! flight (the account is inactive, so only one started before step 0) makes

@@ -2,8 +2,11 @@
 //! any table, question counters stay exact (also against a racing vote), and
 //! every token of the account stops working.
 
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
+use crate::chaos_proxy::ChaosProxy;
 use crate::support::{TestApp, send};
 
 const PASSWORD: &str = "correct horse battery";
@@ -484,5 +487,54 @@ async fn a_deletion_interrupted_after_deactivation_is_finished_by_maintenance_an
     // What the request would have done after its rows went, maintenance does
     // too: the learner is off the leaderboards.
     assert_eq!(all_time_score(&app, alice).await, None);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_learner_deleted_while_redis_is_unreachable_leaves_the_leaderboards_once_it_answers() {
+    // The app reaches the shared Redis through a proxy that can cut it off;
+    // the test reads the boards directly, so their entries outlive the cut.
+    let proxy = ChaosProxy::to_port(crate::services::services().redis_port).await;
+    let app = TestApp::builder()
+        .without_replica()
+        .env("REDIS_URL", &format!("redis://{}", proxy.addr()))
+        .env("REDIS_RESPONSE_TIMEOUT", "5s")
+        .env("RATE_LIMIT_ATTEMPTS_USER", "100000/1m")
+        .start()
+        .await;
+    let (alice, alice_token, _) = register(&app, "cut-off@example.com").await;
+    let (_, bob_token, _) = register(&app, "still-here@example.com").await;
+    practise(&app, &alice_token).await;
+    assert!(all_time_score(&app, alice).await.is_some());
+
+    proxy.cut();
+    let (status, body) = send(
+        &app,
+        reqwest::Method::DELETE,
+        "/api/v1/users/me",
+        &alice_token,
+        Some(json!({"password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
+    assert!(
+        all_time_score(&app, alice).await.is_some(),
+        "Redis was cut off: the entry is still there"
+    );
+
+    proxy.heal();
+    // Nothing in Postgres names her any more, so only the instance's memory
+    // can take her off; it does once Redis answers again (here, when another
+    // learner's attempt reaches it, after the circuit lets it try).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while all_time_score(&app, alice).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the deleted learner is still on the all-time board after Redis came back"
+        );
+        practise(&app, &bob_token).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     app.stop().await;
 }
