@@ -74,6 +74,19 @@ async fn practise(app: &TestApp, token: &str) {
     .await;
 }
 
+/// `DELETE /users/me` with the right password, which must answer 204.
+async fn delete_account(app: &TestApp, token: &str) {
+    let (status, body) = send(
+        app,
+        reqwest::Method::DELETE,
+        "/api/v1/users/me",
+        token,
+        Some(json!({"password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+}
+
 async fn ok(app: &TestApp, method: reqwest::Method, path: &str, token: &str, body: Value) {
     let (status, response) = send(app, method, path, token, Some(body)).await;
     assert!((200..300).contains(&status), "{path}: {status} {response}");
@@ -212,15 +225,7 @@ async fn deleting_an_account_leaves_no_row_of_it_anywhere_and_keeps_every_count_
     assert_eq!(status, 422);
     assert!(!rows_naming(&app, alice).await.is_empty());
 
-    let (status, body) = send(
-        &app,
-        reqwest::Method::DELETE,
-        "/api/v1/users/me",
-        &candidate,
-        Some(json!({"password": PASSWORD})),
-    )
-    .await;
-    assert_eq!(status, 204, "{body}");
+    delete_account(&app, &candidate).await;
 
     assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
     // Counters lost exactly what she gave; hot follows the score.
@@ -337,15 +342,7 @@ async fn deleting_a_candidate_removes_their_rebuttals_and_the_rebuttals_of_their
     let (_, linked) = app.get_json(&format!("/api/v1/candidates/{profile}")).await;
     assert_eq!(linked["user_id"], alice.to_string());
 
-    let (status, body) = send(
-        &app,
-        reqwest::Method::DELETE,
-        "/api/v1/users/me",
-        &alice_token,
-        Some(json!({"password": PASSWORD})),
-    )
-    .await;
-    assert_eq!(status, 204, "{body}");
+    delete_account(&app, &alice_token).await;
 
     assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
     let rebuttals: i64 = sqlx::query_scalar("SELECT count(*) FROM rebuttals")
@@ -412,15 +409,7 @@ async fn votes_racing_the_deletion_leave_the_counters_equal_to_the_votes_left() 
             })
         })
         .collect();
-    let (status, body) = send(
-        &app,
-        reqwest::Method::DELETE,
-        "/api/v1/users/me",
-        &token,
-        Some(json!({"password": PASSWORD})),
-    )
-    .await;
-    assert_eq!(status, 204, "{body}");
+    delete_account(&app, &token).await;
     for vote in voting {
         let status = vote.await.expect("task");
         assert!(status < 500, "a racing vote got {status}");
@@ -508,15 +497,7 @@ async fn a_learner_deleted_while_redis_is_unreachable_leaves_the_leaderboards_on
     assert!(all_time_score(&app, alice).await.is_some());
 
     proxy.cut();
-    let (status, body) = send(
-        &app,
-        reqwest::Method::DELETE,
-        "/api/v1/users/me",
-        &alice_token,
-        Some(json!({"password": PASSWORD})),
-    )
-    .await;
-    assert_eq!(status, 204, "{body}");
+    delete_account(&app, &alice_token).await;
     assert_eq!(rows_naming(&app, alice).await, Vec::<String>::new());
     assert!(
         all_time_score(&app, alice).await.is_some(),
